@@ -1,0 +1,70 @@
+# Monitored income-classifier serving on Seldon Core v2 and KServe.
+# `make demo` and `make test` work on a fresh clone with Python 3.11 and make.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+DEPS_STAMP := $(VENV)/.deps-stamp
+CLI := $(BIN)/income-bundle
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(DEPS_STAMP): requirements.txt constraints.txt pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11 or run 'make PYTHON=/path/to/python3.11 ...'"; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { echo "error: $(PYTHON) is not Python 3.11"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip==24.3.1"
+	$(BIN)/python -m pip install --quiet -r requirements.txt -c constraints.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+.PHONY: deps
+deps: $(DEPS_STAMP) ## Create .venv and install the pinned dependencies and this package
+
+.PHONY: lock
+lock: deps ## Re-resolve constraints.txt from requirements.txt (needs network)
+	$(BIN)/python -m pip install --quiet "uv==0.13.9"
+	$(BIN)/uv pip compile requirements.txt --python-version 3.11 --no-header --no-annotate -o constraints.txt
+
+.PHONY: data
+data: deps ## Download and verify the UCI Adult data files
+	$(CLI) data
+
+.PHONY: artifacts
+artifacts: deps ## Train and package the five MLServer model folders (reuses up-to-date ones)
+	$(CLI) train
+
+.PHONY: demo
+demo: deps ## Train if needed, serve on MLServer, run the three income scenarios, print a table
+	$(CLI) demo
+
+.PHONY: test
+test: deps ## Run the test suite (trains artifacts once if needed)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+.PHONY: lint
+lint: deps ## ruff over the Python code
+	$(BIN)/ruff check src scripts tests
+	$(BIN)/ruff format --check src scripts tests
+
+.PHONY: format
+format: deps ## Apply ruff's formatting and safe fixes
+	$(BIN)/ruff check --fix src scripts tests
+	$(BIN)/ruff format src scripts tests
+
+.PHONY: clean
+clean: ## Remove trained artifacts, caches and build outputs (keeps .venv and the data cache)
+	find models detectors -mindepth 2 ! -name model-settings.json -delete 2>/dev/null || true
+	find models detectors -mindepth 2 -type d -empty -delete 2>/dev/null || true
+	rm -rf build .pytest_cache .ruff_cache
+	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +
+
+.PHONY: distclean
+distclean: clean ## Also remove .venv and the downloaded data
+	rm -rf $(VENV) data

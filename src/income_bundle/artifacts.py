@@ -1,0 +1,140 @@
+"""MLServer model folders: packaging with metadata, verification, freshness.
+
+A folder holds the committed `model-settings.json`, the trained files, a copy of the runtime
+module (`income_runtimes.py`) and `metadata.json`: the sha256 of every file, the library versions
+and which of them must match at load, the data hash, the training parameters and the metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import shutil
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from income_bundle import runtimes
+from income_bundle.errors import ArtifactError
+from income_bundle.paths import ARTIFACT_FOLDERS, artifact_dir
+
+__all__ = [
+    "LIBRARIES",
+    "VERSION_CHECKS",
+    "library_versions",
+    "package_artifact",
+    "read_metadata",
+    "verify",
+]
+
+LIBRARIES = (
+    "mlserver", "mlserver-sklearn", "mlserver-alibi-detect", "scikit-learn", "numpy", "scipy",
+    "pandas", "joblib", "alibi", "alibi-detect", "tensorflow", "tf-keras",
+)  # fmt: skip
+# What must match at load, per model: the libraries whose file formats the artifact depends on.
+# sklearn pickles are only guaranteed to load in the version that wrote them.
+VERSION_CHECKS: dict[str, dict[str, str]] = {
+    "income-preprocess": {"scikit-learn": "exact", "numpy": "major"},
+    "income": {"scikit-learn": "exact", "numpy": "major"},
+    "income-drift": {"alibi-detect": "exact", "numpy": "major"},
+    "income-outlier": {
+        "alibi-detect": "exact", "tensorflow": "minor", "tf-keras": "minor", "numpy": "major",
+    },
+    "income-explainer": {"alibi": "exact", "scikit-learn": "exact", "numpy": "major"},
+}  # fmt: skip
+_NOT_HASHED = {"model-settings.json", runtimes.METADATA_FILE}
+
+
+def library_versions() -> dict[str, str | None]:
+    return {name: runtimes.installed_version(name) for name in LIBRARIES}
+
+
+def _hash_files(folder: Path) -> dict[str, str]:
+    files = {}
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder).as_posix()
+        if path.is_file() and relative not in _NOT_HASHED and "__pycache__" not in path.parts:
+            files[relative] = runtimes.file_sha256(path)
+    return files
+
+
+def read_metadata(folder: Path) -> dict[str, Any] | None:
+    path = folder / runtimes.METADATA_FILE
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _read_settings(name: str, folder: Path) -> dict[str, Any]:
+    path = folder / "model-settings.json"
+    try:
+        settings = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ArtifactError(f"{path} is missing: every model folder commits its settings") from None
+    if settings.get("name") != name:
+        raise ArtifactError(f"{path} names the model {settings.get('name')!r}, expected {name!r}")
+    return settings
+
+
+def package_artifact(
+    name: str,
+    write_files: Callable[[Path], None],
+    *,
+    recipe: dict[str, Any],
+    metrics: dict[str, Any],
+    root: Path | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write a model folder: clear old outputs, write files, copy the runtime, write metadata."""
+    folder = artifact_dir(name, root)
+    _read_settings(name, folder)
+    for path in folder.iterdir():
+        if path.name == "model-settings.json":
+            continue
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    write_files(folder)
+    shutil.copyfile(runtimes.__file__, folder / runtimes.RUNTIME_FILE)
+    metadata = {
+        "name": name,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "files": _hash_files(folder),
+        "python": platform.python_version(),
+        "libraries": library_versions(),
+        "version_checks": VERSION_CHECKS[name],
+        **recipe,
+        "metrics": metrics,
+        **(extra or {}),
+    }
+    (folder / runtimes.METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+    return folder
+
+
+def recipe_key(recipe: dict[str, Any]) -> str:
+    """A hash of everything that determines what training produces."""
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
+
+
+def verify(name: str, root: Path | None = None) -> dict[str, Any]:
+    """Verify one folder as MLServer will at load (hashes, versions); raise ArtifactError."""
+    folder = artifact_dir(name, root)
+    _read_settings(name, folder)
+    try:
+        return runtimes.verify_artifact(folder, name)
+    except runtimes.ArtifactInvalid as e:
+        raise ArtifactError(str(e)) from e
+
+
+def all_fresh(recipe: dict[str, Any], root: Path | None = None) -> bool:
+    """True when every folder verifies and was built from this recipe (same data, code, versions)."""
+    for name in ARTIFACT_FOLDERS:
+        metadata = read_metadata(artifact_dir(name, root))
+        if not metadata or metadata.get("recipe_sha256") != recipe_key(recipe):
+            return False
+        try:
+            verify(name, root)
+        except ArtifactError:
+            return False
+    return True
