@@ -169,9 +169,10 @@ def check_request(
         )
     tensor: RequestInput = payload.inputs[0]
     where = f"model {model_name}: input {tensor.name!r}"
-    if tensor.datatype.value not in NUMERIC_DATATYPES:
+    datatype = getattr(tensor.datatype, "value", tensor.datatype)
+    if datatype not in NUMERIC_DATATYPES:
         raise InferenceError(
-            f"{where} has datatype {tensor.datatype.value}; expected a numeric datatype "
+            f"{where} has datatype {datatype}; expected a numeric datatype "
             f"(FP32, FP64, INT32 or INT64)"
         )
     shape = list(tensor.shape)

@@ -1,0 +1,178 @@
+"""Run a real MLServer over the bundle's model folders, on loopback, and stop it cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from income_bundle.errors import BundleError
+from income_bundle.paths import ARTIFACT_FOLDERS, artifact_dir
+
+__all__ = ["MLServer", "MLServerError", "free_port", "stage_repository"]
+
+DEFAULT_HOST = "127.0.0.1"
+READY_TIMEOUT_S = 180.0
+
+
+class MLServerError(BundleError):
+    """MLServer did not start, or died."""
+
+
+def free_port(host: str = DEFAULT_HOST) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def stage_repository(
+    directory: Path, models: dict[str, Path] | None = None, root: Path | None = None
+) -> Path:
+    """A model repository of symlinks, one per model folder (MLServer serves one root)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    models = models or {name: artifact_dir(name, root) for name in ARTIFACT_FOLDERS}
+    for name, folder in models.items():
+        if not (folder / "model-settings.json").is_file():
+            raise MLServerError(f"model {name}: {folder} has no model-settings.json")
+        link = directory / name
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(folder.resolve(), target_is_directory=True)
+    return directory
+
+
+@dataclass
+class MLServer:
+    """`mlserver start` over the given model folders; use as a context manager.
+
+    Binds 127.0.0.1 unless told otherwise, on free ports by default.
+    """
+
+    models: dict[str, Path] | None = None
+    host: str = DEFAULT_HOST
+    http_port: int = 0
+    grpc_port: int = 0
+    metrics_port: int = 0
+    parallel_workers: int = 1
+    ready_timeout_s: float = READY_TIMEOUT_S
+    log_path: Path | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+    _process: subprocess.Popen | None = field(default=None, init=False, repr=False)
+    _workdir: tempfile.TemporaryDirectory | None = field(default=None, init=False, repr=False)
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.http_port}"
+
+    @property
+    def grpc_address(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.metrics_port}/metrics"
+
+    def start(self) -> MLServer:
+        self._workdir = tempfile.TemporaryDirectory(prefix="income-mlserver-")
+        repository = stage_repository(Path(self._workdir.name) / "models", self.models)
+        self.http_port = self.http_port or free_port(self.host)
+        self.grpc_port = self.grpc_port or free_port(self.host)
+        self.metrics_port = self.metrics_port or free_port(self.host)
+        settings = {
+            "host": self.host,
+            "http_port": self.http_port,
+            "grpc_port": self.grpc_port,
+            "metrics_port": self.metrics_port,
+            "parallel_workers": self.parallel_workers,
+            "debug": False,
+        }
+        (repository / "settings.json").write_text(json.dumps(settings))
+        self.log_path = self.log_path or Path(self._workdir.name) / "mlserver.log"
+        env = {
+            **os.environ,
+            "TF_USE_LEGACY_KERAS": "1",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
+        }
+        mlserver = Path(sys.executable).with_name("mlserver")
+        log = self.log_path.open("ab")
+        self._process = subprocess.Popen(
+            [str(mlserver), "start", str(repository)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=repository,
+            start_new_session=True,  # so stop() can signal MLServer and its workers together
+        )
+        log.close()
+        self.wait_ready()
+        return self
+
+    def log_tail(self, lines: int = 40) -> str:
+        if not self.log_path or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=2) as r:
+                return r.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + self.ready_timeout_s
+        while time.monotonic() < deadline:
+            if self._process and self._process.poll() is not None:
+                raise MLServerError(
+                    f"MLServer exited with code {self._process.returncode} before it was ready; "
+                    f"log {self.log_path}:\n{self.log_tail()}"
+                )
+            if self.ready() and self._models_ready():
+                return
+            time.sleep(0.5)
+        self.stop()
+        raise MLServerError(
+            f"MLServer was not ready within {self.ready_timeout_s:.0f} s; log:\n{self.log_tail()}"
+        )
+
+    def _models_ready(self) -> bool:
+        names = list(self.models or ARTIFACT_FOLDERS)
+        for name in names:
+            try:
+                url = f"{self.http_url}/v2/models/{name}/ready"
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    if r.status != 200:
+                        return False
+            except (urllib.error.URLError, OSError):
+                return False
+        return True
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        process, self._process = self._process, None
+        if process and process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        if self._workdir:
+            self._workdir.cleanup()
+            self._workdir = None
+
+    def __enter__(self) -> MLServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
