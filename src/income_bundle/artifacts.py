@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from income_bundle import runtimes
+from income_bundle import integrity
 from income_bundle.errors import ArtifactError
 from income_bundle.paths import ARTIFACT_FOLDERS, artifact_dir
 
@@ -44,11 +44,13 @@ VERSION_CHECKS: dict[str, dict[str, str]] = {
     },
     "income-explainer": {"alibi": "exact", "scikit-learn": "exact", "numpy": "major"},
 }  # fmt: skip
-_NOT_HASHED = {"model-settings.json", runtimes.METADATA_FILE}
+# Package module -> the name MLServer imports it by from the model folder.
+RUNTIME_MODULES = {"runtimes.py": "income_runtimes.py", "integrity.py": "income_integrity.py"}
+_NOT_HASHED = {"model-settings.json", integrity.METADATA_FILE}
 
 
 def library_versions() -> dict[str, str | None]:
-    return {name: runtimes.installed_version(name) for name in LIBRARIES}
+    return {name: integrity.installed_version(name) for name in LIBRARIES}
 
 
 def _hash_files(folder: Path) -> dict[str, str]:
@@ -56,12 +58,12 @@ def _hash_files(folder: Path) -> dict[str, str]:
     for path in sorted(folder.rglob("*")):
         relative = path.relative_to(folder).as_posix()
         if path.is_file() and relative not in _NOT_HASHED and "__pycache__" not in path.parts:
-            files[relative] = runtimes.file_sha256(path)
+            files[relative] = integrity.file_sha256(path)
     return files
 
 
 def read_metadata(folder: Path) -> dict[str, Any] | None:
-    path = folder / runtimes.METADATA_FILE
+    path = folder / integrity.METADATA_FILE
     try:
         return json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
@@ -96,7 +98,8 @@ def package_artifact(
             continue
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     write_files(folder)
-    shutil.copyfile(runtimes.__file__, folder / runtimes.RUNTIME_FILE)
+    for source, target in RUNTIME_MODULES.items():
+        shutil.copyfile(Path(__file__).with_name(source), folder / target)
     metadata = {
         "name": name,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -108,7 +111,7 @@ def package_artifact(
         "metrics": metrics,
         **(extra or {}),
     }
-    (folder / runtimes.METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+    (folder / integrity.METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
     return folder
 
 
@@ -122,8 +125,8 @@ def verify(name: str, root: Path | None = None) -> dict[str, Any]:
     folder = artifact_dir(name, root)
     _read_settings(name, folder)
     try:
-        return runtimes.verify_artifact(folder, name)
-    except runtimes.ArtifactInvalid as e:
+        return integrity.verify_artifact(folder, name)
+    except integrity.ArtifactIntegrityError as e:
         raise ArtifactError(str(e)) from e
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 
@@ -57,10 +58,8 @@ def _cmd_mlserver(args: argparse.Namespace) -> int:
         print(f"MLServer ready: REST {server.http_url}, gRPC {server.grpc_address}; Ctrl-C stops")
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             stop.wait()
-        except KeyboardInterrupt:
-            pass
     return 0
 
 
@@ -95,9 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
     mlserver = commands.add_parser(
         "mlserver", help="serve the five models on one MLServer until Ctrl-C"
     )
-    mlserver.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    mlserver.add_argument("--http-port", type=int, default=8080, help="REST port (default: %(default)s)")
-    mlserver.add_argument("--grpc-port", type=int, default=8081, help="gRPC port (default: %(default)s)")
+    mlserver.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: %(default)s)"
+    )
+    mlserver.add_argument(
+        "--http-port", type=int, default=8080, help="REST port (default: %(default)s)"
+    )
+    mlserver.add_argument(
+        "--grpc-port", type=int, default=8081, help="gRPC port (default: %(default)s)"
+    )
     mlserver.set_defaults(func=_cmd_mlserver)
 
     demo = commands.add_parser(

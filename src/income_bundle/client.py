@@ -50,9 +50,14 @@ class V2Client:
             self._client = grpc.InferenceServerClient(self.address)
 
     def infer(
-        self, model: str, X: np.ndarray, input_name: str = "predict", datatype: str = "FP32"
+        self,
+        model: str,
+        X: np.ndarray,
+        input_name: str = "predict",
+        datatype: str = "FP32",
+        outputs: list[str] | None = None,
     ) -> dict[str, np.ndarray]:
-        """Send X as one tensor; return every output as a numpy array."""
+        """Send X as one tensor; return every output (or the named ones) as numpy arrays."""
         from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 
         X = np.asarray(X)
@@ -62,7 +67,11 @@ class V2Client:
             tensor.set_data_from_numpy(data, binary_data=False)
         else:
             tensor.set_data_from_numpy(data)
-        kwargs = {"headers": self.headers} if self.headers else {}
+        kwargs: dict = {"headers": self.headers} if self.headers else {}
+        if outputs:
+            kwargs["outputs"] = [
+                self._module.InferRequestedOutput(name, **self._json_output()) for name in outputs
+            ]
         try:
             if self.protocol == "rest":
                 result = self._client.infer(model, [tensor], timeout=self.timeout_s, **kwargs)
@@ -76,12 +85,15 @@ class V2Client:
             raise V2Error(str(e.status()), e.message() or str(e)) from e
         return {name: result.as_numpy(name) for name in names}
 
+    def _json_output(self) -> dict:
+        return {"binary_data": False} if self.protocol == "rest" else {}
+
     def ready(self, model: str | None = None) -> bool:
         try:
             if model:
                 return bool(self._client.is_model_ready(model, **self._header_kwargs()))
             return bool(self._client.is_server_ready(**self._header_kwargs()))
-        except Exception:  # noqa: BLE001 - any failure to answer means not ready
+        except Exception:
             return False
 
     def _header_kwargs(self) -> dict:

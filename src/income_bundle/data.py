@@ -23,8 +23,8 @@ from income_bundle.errors import DataError
 from income_bundle.paths import data_dir
 
 __all__ = [
-    "CATEGORY_MAP",
     "CATEGORICAL_FEATURES",
+    "CATEGORY_MAP",
     "FEATURE_NAMES",
     "NUMERIC_FEATURES",
     "RAW_FILES",

@@ -17,7 +17,7 @@ from income_bundle.data import FEATURE_NAMES
 from income_bundle.server import MLServer
 from income_bundle.training import train
 
-__all__ = ["ScenarioResult", "run_demo", "run_scenario"]
+__all__ = ["format_table", "run_demo", "run_scenario"]
 
 ROWS = 20
 
@@ -75,7 +75,9 @@ def run_demo(protocol: str = "rest") -> list[dict]:
     print("[demo] training:", "reused up-to-date artifacts" if report.reused else "trained")
     started = time.perf_counter()
     with MLServer() as server:
-        print(f"[demo] MLServer ready at {server.http_url} in {time.perf_counter() - started:.1f} s")
+        print(
+            f"[demo] MLServer ready at {server.http_url} in {time.perf_counter() - started:.1f} s"
+        )
         address = server.http_url.removeprefix("http://")
         client = V2Client(address if protocol == "rest" else server.grpc_address, protocol)
         results = [run_scenario(client, name) for name in scenarios.SCENARIOS]

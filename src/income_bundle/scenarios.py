@@ -33,8 +33,8 @@ __all__ = [
     "Scenario",
     "Splits",
     "load_scenario",
-    "make_splits",
     "make_scenarios",
+    "make_splits",
     "v2_request",
     "write_scenarios",
 ]

@@ -28,6 +28,32 @@ class MLServerError(BundleError):
     """MLServer did not start, or died."""
 
 
+# Versions that break MLServer 1.7.1 on start-up, with what to install instead.
+REQUIRED_SERIES = {
+    # uvloop 0.23 crashes the inference workers in a loop ("There is no current event loop").
+    "uvloop": ("0.21", "uvloop==0.21.0"),
+    # OutlierVAE loads only with Keras 2 (TF_USE_LEGACY_KERAS=1 and tf-keras).
+    "tf-keras": ("2.18", "tf-keras==2.18.0"),
+}
+
+
+def preflight() -> None:
+    """Refuse to start MLServer with a dependency known to keep the income models from loading."""
+    from income_bundle.integrity import installed_version
+
+    problems = []
+    for distribution, (series, pin) in REQUIRED_SERIES.items():
+        version = installed_version(distribution)
+        if version is None or not (version == series or version.startswith(series + ".")):
+            problems.append(f"{distribution} {version or 'is not installed'} (needs {pin})")
+    if problems:
+        raise MLServerError(
+            "MLServer cannot serve the income models with "
+            + "; ".join(problems)
+            + ": run 'make deps' to install the pinned versions"
+        )
+
+
 def free_port(host: str = DEFAULT_HOST) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
@@ -82,6 +108,7 @@ class MLServer:
         return f"http://{self.host}:{self.metrics_port}/metrics"
 
     def start(self) -> MLServer:
+        preflight()
         self._workdir = tempfile.TemporaryDirectory(prefix="income-mlserver-")
         repository = stage_repository(Path(self._workdir.name) / "models", self.models)
         self.http_port = self.http_port or free_port(self.host)

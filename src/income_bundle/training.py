@@ -11,18 +11,18 @@ import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # OutlierVAE needs Keras 2; before TF loads
 
-import hashlib  # noqa: E402
-import json  # noqa: E402
-import shutil  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from income_bundle import artifacts, scenarios  # noqa: E402
-from income_bundle.data import (  # noqa: E402
+from income_bundle import artifacts, scenarios
+from income_bundle.data import (
     CATEGORICAL_FEATURES,
     CATEGORY_MAP,
     FEATURE_NAMES,
@@ -30,7 +30,7 @@ from income_bundle.data import (  # noqa: E402
     data_fingerprint,
     load_adult,
 )
-from income_bundle.paths import ARTIFACT_FOLDERS, scenario_dir  # noqa: E402
+from income_bundle.paths import ARTIFACT_FOLDERS, scenario_dir
 
 __all__ = ["PARAMETERS", "TrainingReport", "current_recipe", "train"]
 
@@ -74,7 +74,9 @@ PARAMETERS: dict[str, Any] = {
         "threshold": 0.95,
     },
 }
-_RECIPE_MODULES = ("data.py", "scenarios.py", "training.py", "artifacts.py", "runtimes.py")
+_RECIPE_MODULES = (
+    "data.py", "scenarios.py", "training.py", "artifacts.py", "runtimes.py", "integrity.py",
+)  # fmt: skip
 
 
 def _code_sha256() -> str:
@@ -123,9 +125,7 @@ def build_preprocessor():
 
     # Fixed categories keep the output layout stable and make an unknown code an error.
     categories = [list(range(len(CATEGORY_MAP[column]))) for column in CATEGORICAL_FEATURES]
-    numeric = Pipeline(
-        [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
-    )
+    numeric = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
     categorical = Pipeline(
         [
             ("impute", SimpleImputer(strategy="median")),
@@ -154,11 +154,17 @@ def train_classifier(splits: scenarios.Splits):
 
     params = {k: v for k, v in PARAMETERS["classifier"].items() if k != "type"}
     model = Pipeline(
-        [("preprocessor", build_preprocessor()), ("classifier", HistGradientBoostingClassifier(**params))]
+        [
+            ("preprocessor", build_preprocessor()),
+            ("classifier", HistGradientBoostingClassifier(**params)),
+        ]
     ).fit(splits.x_train, splits.y_train)
     baseline_params = {k: v for k, v in PARAMETERS["baseline"].items() if k != "type"}
     baseline = Pipeline(
-        [("preprocessor", build_preprocessor()), ("classifier", RandomForestClassifier(**baseline_params))]
+        [
+            ("preprocessor", build_preprocessor()),
+            ("classifier", RandomForestClassifier(**baseline_params)),
+        ]
     ).fit(splits.x_train, splits.y_train)
     metrics = _classifier_metrics(model, splits.x_heldout, splits.y_heldout)
     for key, value in _classifier_metrics(baseline, splits.x_heldout, splits.y_heldout).items():
@@ -335,7 +341,9 @@ def train(*, force: bool = False, root: Path | None = None) -> TrainingReport:
     scenario_files = [scenario_dir() / f"{name}.npz" for name in scenarios.SCENARIOS]
     if not force and artifacts.all_fresh(recipe, root) and all(p.is_file() for p in scenario_files):
         metrics = {
-            name: (artifacts.read_metadata(artifacts.artifact_dir(name, root)) or {}).get("metrics", {})
+            name: (artifacts.read_metadata(artifacts.artifact_dir(name, root)) or {}).get(
+                "metrics", {}
+            )
             for name in ARTIFACT_FOLDERS
         }
         _progress("artifacts are up to date (same data, parameters, code and library versions)")
@@ -400,7 +408,9 @@ def train(*, force: bool = False, root: Path | None = None) -> TrainingReport:
     )
 
     _progress("training the outlier detector (OutlierVAE) and the IForest comparison")
-    outlier, outlier_width, outlier_metrics = train_outlier_detector(preprocessor, splits, scenario_data)
+    outlier, outlier_width, outlier_metrics = train_outlier_detector(
+        preprocessor, splits, scenario_data
+    )
     package(
         "income-outlier",
         lambda folder: save_detector(outlier, str(folder / "detector")),
