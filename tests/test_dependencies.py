@@ -30,12 +30,19 @@ def test_every_requirement_is_pinned_and_locked_at_the_same_version():
     requirements = _pins(ROOT / "requirements.txt")
     constraints = _pins(ROOT / "constraints.txt")
     for name, version in requirements.items():
-        assert constraints.get(name) == version, f"{name}: constraints.txt has {constraints.get(name)}"
+        assert constraints.get(name) == version, (
+            f"{name}: constraints.txt has {constraints.get(name)}"
+        )
 
 
 @pytest.mark.parametrize(
     ("name", "version"),
-    [("uvloop", "0.21.0"), ("tf-keras", "2.18.0"), ("tensorflow", "2.18.0"), ("scikit-learn", "1.5.2")],
+    [
+        ("uvloop", "0.21.0"),
+        ("tf-keras", "2.18.0"),
+        ("tensorflow", "2.18.0"),
+        ("scikit-learn", "1.5.2"),
+    ],
 )
 def test_known_good_versions_are_locked_and_installed(name, version):
     assert _pins(ROOT / "constraints.txt")[name] == version

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from collections.abc import Sequence
 
 from income_bundle.errors import BundleError
+
+os.environ.setdefault(
+    "TF_CPP_MIN_LOG_LEVEL", "2"
+)  # keep TensorFlow start-up chatter out of the output
 
 __all__ = ["main"]
 
