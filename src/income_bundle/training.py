@@ -28,6 +28,7 @@ from income_bundle.data import (
     FEATURE_NAMES,
     NUMERIC_FEATURES,
     data_fingerprint,
+    ensure_raw_files,
     load_adult,
 )
 from income_bundle.paths import ARTIFACT_FOLDERS, scenario_dir
@@ -89,6 +90,7 @@ def _code_sha256() -> str:
 
 def current_recipe() -> dict[str, Any]:
     """What determines the artifacts: data, parameters, code and library versions."""
+    ensure_raw_files()  # a fresh checkout has no data yet
     return {
         "data_sha256": data_fingerprint(),
         "parameters": PARAMETERS,
