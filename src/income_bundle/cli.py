@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from income_bundle.errors import BundleError
+from income_bundle.paths import project_root
 
 os.environ.setdefault(
     "TF_CPP_MIN_LOG_LEVEL", "2"
@@ -68,6 +71,103 @@ def _cmd_mlserver(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from income_bundle.seldon.local import ServeConfig, load_valid_bundle
+
+    config = ServeConfig(bundle_dir=args.bundle, local_root=args.local_root)
+    bundle = load_valid_bundle(config)
+    print(
+        f"{args.bundle}: valid ({len(bundle.models)} models, {len(bundle.pipelines)} pipelines: "
+        f"{', '.join(sorted(bundle.pipelines))})"
+    )
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from income_bundle.seldon.local import ServeConfig, serve
+
+    if args.local_root.resolve() == project_root().resolve():
+        from income_bundle.training import train
+
+        train()
+    serve(
+        ServeConfig(
+            bundle_dir=args.bundle,
+            local_root=args.local_root,
+            host=args.host,
+            http_port=args.http_port,
+            grpc_port=args.grpc_port,
+            step_timeout_s=args.step_timeout,
+            async_queue_size=args.async_queue_size,
+            parallel_workers=args.parallel_workers,
+        )
+    )
+    return 0
+
+
+def _read_rows(args: argparse.Namespace):
+    import numpy as np
+
+    from income_bundle.scenarios import load_scenario
+
+    if args.file:
+        body = json.loads(Path(args.file).read_text())
+        tensor = body["inputs"][0]
+        return np.asarray(tensor["data"], dtype=float).reshape(tensor["shape"])
+    return load_scenario(args.scenario).X[: args.rows]
+
+
+def _cmd_infer(args: argparse.Namespace) -> int:
+    from income_bundle.client import V2Client, V2Error
+
+    address = args.grpc if args.protocol == "grpc" else args.url
+    client = V2Client(address, args.protocol, headers={"seldon-model": args.target})
+    try:
+        outputs = client.infer("model", _read_rows(args))
+    except V2Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps({name: value.tolist() for name, value in outputs.items()}, default=str))
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    url = f"http://{args.url}/inspect/{urllib.parse.quote(args.reference)}?wait={args.wait}"
+    try:
+        with urllib.request.urlopen(url, timeout=args.wait + 30) as response:
+            body = json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        print(f"error: {json.loads(e.read()).get('error')}", file=sys.stderr)
+        return 1
+    except urllib.error.URLError as e:
+        print(
+            f"error: no gateway at {args.url} ({e.reason}); start one with 'income-bundle serve'",
+            file=sys.stderr,
+        )
+        return 1
+    if body.get("error"):
+        print(f"{body['reference']}: last run failed: {body['error']}")
+        return 1
+    for tensor in body["tensors"]:
+        print(
+            json.dumps(
+                {
+                    "name": tensor["name"],
+                    "datatype": tensor["datatype"],
+                    "shape": tensor["shape"],
+                    "data": tensor["data"],
+                }
+            )
+        )
+    if not body["tensors"]:
+        print(f"{body['reference']}: no data yet")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from income_bundle.demo import run_demo
 
@@ -109,6 +209,90 @@ def build_parser() -> argparse.ArgumentParser:
         "--grpc-port", type=int, default=8081, help="gRPC port (default: %(default)s)"
     )
     mlserver.set_defaults(func=_cmd_mlserver)
+
+    validate = commands.add_parser(
+        "validate",
+        help="check Seldon manifests: CRD schemas, pipeline rules, artifacts and tensors",
+    )
+    validate.add_argument(
+        "bundle", nargs="?", type=Path, default=project_root() / "seldon-examples"
+    )
+    validate.add_argument(
+        "--local-root", type=Path, default=project_root(), help="what /mnt/income-bundle maps to"
+    )
+    validate.set_defaults(func=_cmd_validate)
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve the bundle's models on MLServer behind a seldon-mesh compatible gateway",
+    )
+    serve.add_argument("--bundle", type=Path, default=project_root() / "seldon-examples")
+    serve.add_argument(
+        "--local-root", type=Path, default=project_root(), help="what /mnt/income-bundle maps to"
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    serve.add_argument(
+        "--http-port", type=int, default=9000, help="REST port (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--grpc-port", type=int, default=9001, help="gRPC port (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--step-timeout",
+        type=float,
+        default=30.0,
+        help="seconds a model may take (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--async-queue-size",
+        type=int,
+        default=1000,
+        help="requests held for asynchronous steps per pipeline before dropping (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--parallel-workers",
+        type=int,
+        default=1,
+        help="MLServer inference workers (default: %(default)s)",
+    )
+    serve.set_defaults(func=_cmd_serve)
+
+    infer = commands.add_parser(
+        "infer", help="call a model or '<pipeline>.pipeline' through the gateway"
+    )
+    infer.add_argument("target", help="a model name, or <pipeline>.pipeline")
+    source = infer.add_mutually_exclusive_group()
+    source.add_argument("--file", help="a V2 JSON request whose first input holds the rows")
+    source.add_argument(
+        "--scenario", default="reference", choices=("reference", "low-education", "outliers")
+    )
+    infer.add_argument(
+        "--rows", type=int, default=20, help="rows of the scenario to send (default: %(default)s)"
+    )
+    infer.add_argument("--protocol", choices=("rest", "grpc"), default="rest")
+    infer.add_argument(
+        "--url", default="127.0.0.1:9000", help="gateway REST address (default: %(default)s)"
+    )
+    infer.add_argument(
+        "--grpc", default="127.0.0.1:9001", help="gateway gRPC address (default: %(default)s)"
+    )
+    infer.set_defaults(func=_cmd_infer)
+
+    inspect = commands.add_parser(
+        "inspect",
+        help="latest data of a pipeline step, e.g. income-production.income-drift.outputs.is_drift",
+    )
+    inspect.add_argument("reference", help="<pipeline>[.<step>].(inputs|outputs)[.<tensor>]")
+    inspect.add_argument(
+        "--wait",
+        type=float,
+        default=5.0,
+        help="seconds to wait for queued asynchronous steps (default: %(default)s)",
+    )
+    inspect.add_argument(
+        "--url", default="127.0.0.1:9000", help="gateway REST address (default: %(default)s)"
+    )
+    inspect.set_defaults(func=_cmd_inspect)
 
     demo = commands.add_parser(
         "demo", help="train if needed, serve, run the three income scenarios, print a table"

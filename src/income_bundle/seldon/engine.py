@@ -1,0 +1,297 @@
+"""Seldon Core v2 pipeline semantics for one machine: the dataflow engine's rules, per request.
+
+- a step with no `inputs` reads the pipeline inputs; references select all tensors, or one, of a
+  step's inputs or outputs (or the pipeline's inputs); `tensorMap` renames them;
+- `inputsJoinType`: inner waits for every input, outer takes those that were produced, any takes
+  the first one produced; triggers gate a step without feeding it (`triggersJoinType` alike);
+- `batch.size` accumulates rows across requests (concatenated on dimension 0) and calls the model
+  once at least `size` rows are held;
+- independent steps run concurrently; steps the output does not need (the drift detector) run
+  after the response, through a bounded queue that counts what it drops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from income_bundle.seldon.bundle import Pipeline, Step, TensorRef
+from income_bundle.seldon.tensors import Tensor, TensorError, concat_rows
+
+__all__ = ["GatewayError", "ModelCall", "PipelineEngine", "StepResult"]
+
+log = logging.getLogger(__name__)
+
+ModelCall = Callable[[str, list[Tensor]], Awaitable[list[Tensor]]]
+
+
+class GatewayError(Exception):
+    """An error answered in the Open Inference Protocol's shape: HTTP status + message."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class StepResult:
+    inputs: list[Tensor]
+    outputs: list[Tensor]
+    finished: float = field(default_factory=time.time)
+    error: str | None = None
+
+
+@dataclass
+class _Run:
+    """One pipeline request: its inputs and a future per step (None: the step did not fire)."""
+
+    inputs: list[Tensor]
+    results: dict[str, asyncio.Future] = field(default_factory=dict)
+
+
+@dataclass
+class _Batch:
+    held: list[list[Tensor]] = field(default_factory=list)
+    rows: int = 0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class PipelineEngine:
+    """Runs one validated Pipeline by calling its steps' models through `call_model`."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        call_model: ModelCall,
+        *,
+        step_timeout_s: float = 30.0,
+        async_queue_size: int = 1000,
+    ):
+        self.pipeline = pipeline
+        self.call_model = call_model
+        self.step_timeout_s = step_timeout_s
+        self.steps = {step.name: step for step in pipeline.steps}
+        self.output_refs = [self._ref(r) for r in pipeline.output]
+        self.sync_steps = self._needed_by_output()
+        self.async_steps = [s.name for s in pipeline.steps if s.name not in self.sync_steps]
+        self._batches = {s.name: _Batch() for s in pipeline.steps if s.batch_size}
+        self._queue: asyncio.Queue[_Run] = asyncio.Queue(maxsize=async_queue_size)
+        self._worker: asyncio.Task | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.latest: dict[str, StepResult] = {}
+        self.latest_inputs: list[Tensor] = []
+        self.latest_outputs: list[Tensor] = []
+        self.counters = {"requests": 0, "async_dropped": 0, "async_processed": 0, "async_failed": 0}
+
+    def _ref(self, text: str) -> TensorRef:
+        ref = TensorRef.parse(text, self.pipeline.name)
+        if ref is None:  # validation rejects these before an engine is built
+            raise ValueError(f"pipeline {self.pipeline.name}: invalid reference {text!r}")
+        return ref
+
+    def _dependencies(self, step: Step) -> set[str]:
+        refs = [self._ref(r) for r in (*step.inputs, *step.triggers)]
+        return {r.source for r in refs if r.source != self.pipeline.name}
+
+    def _needed_by_output(self) -> set[str]:
+        needed: set[str] = set()
+        pending = [r.source for r in self.output_refs]
+        while pending:
+            name = pending.pop()
+            if name in needed or name not in self.steps:
+                continue
+            needed.add(name)
+            pending.extend(self._dependencies(self.steps[name]))
+        return needed
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.async_steps and self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._async_worker())
+
+    async def stop(self) -> None:
+        if self._worker:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+            self._worker = None
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until every queued asynchronous step has run; False on timeout."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    # -- requests ----------------------------------------------------------------------------
+
+    async def infer(self, inputs: list[Tensor]) -> list[Tensor]:
+        self.counters["requests"] += 1
+        self.latest_inputs = inputs
+        run = _Run(inputs)
+        loop = asyncio.get_running_loop()
+        for name in self.steps:
+            run.results[name] = loop.create_future()
+        tasks = [loop.create_task(self._run_step(self.steps[n], run)) for n in self.sync_steps]
+        try:
+            outputs = await self._collect_output(run)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            raise
+        finally:
+            if self.async_steps:
+                self._enqueue(run)
+        self.latest_outputs = outputs
+        return outputs
+
+    def _enqueue(self, run: _Run) -> None:
+        try:
+            self._queue.put_nowait(run)
+            self._idle.clear()
+        except asyncio.QueueFull:
+            self.counters["async_dropped"] += 1
+            log.warning("pipeline %s: asynchronous queue full, request dropped", self.pipeline.name)
+
+    async def _async_worker(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            run = await self._queue.get()
+            tasks = [loop.create_task(self._run_step(self.steps[n], run)) for n in self.async_steps]
+            await asyncio.gather(*tasks, return_exceptions=True)
+            futures = [run.results[n] for n in self.async_steps]
+            failed = [f.exception() for f in futures if not f.cancelled() and f.exception()]
+            self.counters["async_failed"] += len(failed)
+            self.counters["async_processed"] += 1
+            for error in failed:
+                log.warning("pipeline %s: asynchronous step failed: %s", self.pipeline.name, error)
+            if self._queue.empty():
+                self._idle.set()
+
+    async def _collect_output(self, run: _Run) -> list[Tensor]:
+        gathered = await self._gather(run, self.output_refs, self.pipeline.output_join)
+        if gathered is None:
+            missing = [str(r) for r in self.output_refs]
+            raise GatewayError(
+                500,
+                f"pipeline {self.pipeline.name}: output {', '.join(missing)} produced nothing for "
+                f"this request (a batched or triggered step did not fire); "
+                f"with stepsJoin {self.pipeline.output_join} every output is needed",
+            )
+        return _apply_tensor_map(gathered, self.pipeline.output_tensor_map)
+
+    async def _resolve(self, run: _Run, ref: TensorRef) -> list[tuple[str, Tensor]] | None:
+        """The tensors a reference selects, each with its fully qualified name; None if absent."""
+        if ref.source == self.pipeline.name:
+            tensors = run.inputs
+        else:
+            result: StepResult | None = await run.results[ref.source]
+            if result is None:
+                return None
+            tensors = result.outputs if ref.kind == "outputs" else result.inputs
+        selected = [t for t in tensors if ref.tensor is None or t.name == ref.tensor]
+        if not selected:
+            return None
+        return [(f"{ref.source}.{ref.kind}.{t.name}", t) for t in selected]
+
+    async def _gather(
+        self, run: _Run, refs: list[TensorRef], join: str
+    ) -> list[tuple[str, Tensor]] | None:
+        if join == "any":
+            pending = {asyncio.ensure_future(self._resolve(run, r)) for r in refs}
+            try:
+                while pending:
+                    done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        if (found := task.result()) is not None:
+                            return found
+                return None
+            finally:
+                for task in pending:
+                    task.cancel()
+        resolved = await asyncio.gather(*(self._resolve(run, r) for r in refs))
+        present = [r for r in resolved if r is not None]
+        if (join == "inner" and len(present) < len(refs)) or not present:
+            return None
+        return [item for group in present for item in group]
+
+    async def _run_step(self, step: Step, run: _Run) -> None:
+        """Fire one step and settle its future; never raises (waiters see the exception)."""
+        future = run.results[step.name]
+        try:
+            result = await self._fire(step, run)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as error:
+            if isinstance(error, GatewayError):
+                self.latest[step.name] = StepResult([], [], error=error.message)
+            future.set_exception(error)
+            return
+        future.set_result(result)
+
+    async def _fire(self, step: Step, run: _Run) -> StepResult | None:
+        if step.triggers:
+            refs = [self._ref(r) for r in step.triggers]
+            if await self._gather(run, refs, step.triggers_join) is None:
+                return None
+        if step.inputs:
+            gathered = await self._gather(
+                run, [self._ref(r) for r in step.inputs], step.inputs_join
+            )
+            if gathered is None:
+                return None
+            tensors = _apply_tensor_map(gathered, step.tensor_map)
+        else:
+            tensors = list(run.inputs)
+        if step.batch_size:
+            tensors = await self._accumulate(step, tensors)
+            if tensors is None:
+                return None
+        outputs = await self._call(step, tensors)
+        result = StepResult(tensors, outputs)
+        self.latest[step.name] = result
+        return result
+
+    async def _accumulate(self, step: Step, tensors: list[Tensor]) -> list[Tensor] | None:
+        batch = self._batches[step.name]
+        async with batch.lock:
+            batch.held.append(tensors)
+            batch.rows += tensors[0].rows if tensors else 0
+            if batch.rows < (step.batch_size or 0):
+                return None
+            held, batch.held, batch.rows = batch.held, [], 0
+        try:
+            return [concat_rows(list(group)) for group in itertools.zip_longest(*held)]
+        except (TensorError, TypeError) as e:
+            raise GatewayError(
+                400, f"pipeline {self.pipeline.name}, step {step.name}: cannot batch: {e}"
+            ) from e
+
+    async def _call(self, step: Step, tensors: list[Tensor]) -> list[Tensor]:
+        where = f"pipeline {self.pipeline.name}, step {step.name}"
+        try:
+            return await asyncio.wait_for(self.call_model(step.name, tensors), self.step_timeout_s)
+        except TimeoutError:
+            raise GatewayError(
+                504, f"{where}: model {step.name} did not answer within {self.step_timeout_s:g} s"
+            ) from None
+        except GatewayError as e:
+            raise GatewayError(e.status, f"{where}: {e.message}") from e
+
+
+def _apply_tensor_map(
+    gathered: list[tuple[str, Tensor]], tensor_map: dict[str, str]
+) -> list[Tensor]:
+    return [
+        tensor.renamed(tensor_map[key]) if key in tensor_map else tensor for key, tensor in gathered
+    ]

@@ -1,0 +1,490 @@
+"""A seldon-mesh compatible gateway in front of one real MLServer.
+
+REST and gRPC speak the Open Inference Protocol at `/v2/models/<any>/infer`; the `seldon-model`
+header (gRPC metadata) picks the target, as in seldon-mesh: `<model>` calls that model,
+`<pipeline>.pipeline` runs the pipeline. Requests are checked against the target's declared
+inputs before any model sees them; every error has the protocol's `{"error": "..."}` shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from income_bundle import integrity
+from income_bundle.seldon.bundle import Bundle, TensorRef
+from income_bundle.seldon.engine import GatewayError, PipelineEngine
+from income_bundle.seldon.tensors import Tensor, TensorError, from_json, to_json
+
+__all__ = ["SELDON_MODEL_HEADER", "Gateway", "MLServerForwarder", "ModelContract"]
+
+log = logging.getLogger(__name__)
+
+SELDON_MODEL_HEADER = "seldon-model"
+PIPELINE_SUFFIX = ".pipeline"
+REQUEST_ID_HEADER = "x-request-id"
+NUMERIC = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64"}
+FLOATS = {"FP16", "FP32", "FP64"}
+
+
+@dataclass
+class ModelContract:
+    """What a model declares it takes (model-settings.json `inputs`, artifact metadata)."""
+
+    name: str
+    declared: list[dict[str, Any]]
+    feature_names: list[str] | None = None
+    category_sizes: dict[int, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_folder(cls, name: str, folder: Path) -> ModelContract:
+        settings = json.loads((folder / "model-settings.json").read_text())
+        metadata = json.loads((folder / integrity.METADATA_FILE).read_text())
+        features = metadata.get("input_features") or {}
+        sizes = {int(k): len(v) for k, v in (features.get("category_map") or {}).items()}
+        return cls(name, settings.get("inputs") or [], features.get("names"), sizes)
+
+    def check(self, tensors: list[Tensor]) -> None:
+        """Raise GatewayError(400) when the tensors do not fit the declaration."""
+        for index, tensor in enumerate(tensors):
+            _check_tensor(self.name, index, tensor)
+        if len(self.declared) == 1 and len(self.declared[0].get("shape", [])) == 2:
+            width = int(self.declared[0]["shape"][1])
+            inputs = [integrity.Tensor(t.name, t.datatype, t.shape, t.data) for t in tensors]
+            try:
+                integrity.check_request(
+                    self.name, inputs, width, self.feature_names, self.category_sizes
+                )
+            except integrity.BadRequestError as e:
+                raise GatewayError(400, str(e)) from e
+
+
+def _check_tensor(model: str, index: int, tensor: Tensor) -> None:
+    expected = 1
+    for dimension in tensor.shape:
+        expected *= dimension
+    where = f"model {model}: input {tensor.name!r}"
+    if len(tensor.data) != expected:
+        raise GatewayError(
+            400,
+            f"{where} has shape {tensor.shape}, which needs {expected} values, "
+            f"but carries {len(tensor.data)}",
+        )
+    if tensor.datatype in NUMERIC | FLOATS:
+        for position, value in enumerate(tensor.data):
+            if value is None or isinstance(value, str | bytes | dict | list):
+                raise GatewayError(
+                    400,
+                    f"{where}: value {position} is {value!r}; expected a {tensor.datatype} number",
+                )
+
+
+class MLServerForwarder:
+    """Calls models on MLServer over REST; translates its errors to the protocol's shape."""
+
+    def __init__(self, base_url: str, timeout_s: float = 30.0):
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=64),
+            timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+            json_serialize=lambda o: orjson.dumps(o).decode(),
+        )
+
+    async def close(self) -> None:
+        if self._session:
+            await self._session.close()
+
+    async def infer(
+        self, model: str, tensors: list[Tensor], extra: dict | None = None
+    ) -> list[Tensor]:
+        assert self._session is not None
+        body = {"inputs": [to_json(t) for t in tensors], **(extra or {})}
+        url = f"{self.base_url}/v2/models/{model}/infer"
+        try:
+            async with self._session.post(
+                url, data=orjson.dumps(body), headers={"Content-Type": "application/json"}
+            ) as response:
+                raw = await response.read()
+                status = response.status
+        except TimeoutError:
+            raise GatewayError(
+                504, f"model {model} did not answer within {self.timeout_s:g} s"
+            ) from None
+        except aiohttp.ClientError as e:
+            raise GatewayError(
+                503,
+                f"model {model} is unavailable: MLServer at {self.base_url} is not reachable ({e})",
+            ) from e
+        if status != 200:
+            raise GatewayError(*_translate_error(model, status, raw))
+        payload = orjson.loads(raw)
+        return [
+            from_json(o, f"model {model} output {i}")
+            for i, o in enumerate(payload.get("outputs", []))
+        ]
+
+    async def ready(self, model: str | None = None) -> bool:
+        assert self._session is not None
+        path = f"/v2/models/{model}/ready" if model else "/v2/health/ready"
+        try:
+            async with self._session.get(self.base_url + path) as response:
+                return response.status == 200
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+
+    async def metadata(self, model: str) -> tuple[int, Any]:
+        assert self._session is not None
+        try:
+            async with self._session.get(f"{self.base_url}/v2/models/{model}") as response:
+                return response.status, orjson.loads(await response.read())
+        except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as e:
+            raise GatewayError(503, f"model {model} is unavailable: {e}") from e
+
+
+def _translate_error(model: str, status: int, raw: bytes) -> tuple[int, str]:
+    """MLServer answers {"error": ...}, FastAPI's 422 {"detail": ...}, or plain-text 500s."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        message = body["error"]
+        # "mlserver.errors.InferenceError: model income: ..." -> "model income: ..."
+        if ": " in message and message.split(": ", 1)[0].count(".") >= 1:
+            message = message.split(": ", 1)[1]
+        if f"model {model}" not in message:
+            message = f"model {model}: {message}"
+        return (400 if 400 <= status < 500 else status), message
+    if isinstance(body, dict) and "detail" in body:
+        details = body["detail"]
+        if isinstance(details, list):
+            text = "; ".join(
+                f"{'.'.join(str(p) for p in d.get('loc', []))}: {d.get('msg')}" for d in details
+            )
+        else:
+            text = str(details)
+        return 400, f"model {model} rejected the request: {text}"
+    if status == 404:
+        return 503, f"model {model} is not loaded on MLServer"
+    text = raw.decode("utf-8", "replace").strip()[:500] or f"HTTP {status}"
+    return (status if status >= 500 else 400), f"model {model} failed: {text}"
+
+
+class Gateway:
+    """Routes V2 requests to models or pipelines; shared by the REST and gRPC fronts."""
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        forwarder: MLServerForwarder,
+        contracts: dict[str, ModelContract],
+        *,
+        step_timeout_s: float = 30.0,
+        async_queue_size: int = 1000,
+    ):
+        self.bundle = bundle
+        self.forwarder = forwarder
+        self.contracts = contracts
+        self.step_timeout_s = step_timeout_s
+        self.engines = {
+            name: PipelineEngine(
+                pipeline,
+                forwarder.infer,
+                step_timeout_s=step_timeout_s,
+                async_queue_size=async_queue_size,
+            )
+            for name, pipeline in bundle.pipelines.items()
+        }
+        self.started = time.time()
+
+    async def start(self) -> None:
+        await self.forwarder.start()
+        for engine in self.engines.values():
+            engine.start()
+
+    async def close(self) -> None:
+        for engine in self.engines.values():
+            await engine.stop()
+        await self.forwarder.close()
+
+    def targets(self) -> list[str]:
+        return [
+            *sorted(self.bundle.models),
+            *(f"{p}{PIPELINE_SUFFIX}" for p in sorted(self.engines)),
+        ]
+
+    def resolve(self, header: str | None) -> tuple[str, str]:
+        """('model' | 'pipeline', name) for a seldon-model header value."""
+        if header is None or not header.strip():
+            raise GatewayError(
+                400,
+                f"missing '{SELDON_MODEL_HEADER}' header: name a model or '<pipeline>.pipeline' "
+                f"(one of: {', '.join(self.targets())})",
+            )
+        header = header.strip()
+        if (
+            header.endswith(PIPELINE_SUFFIX)
+            and header.removesuffix(PIPELINE_SUFFIX) in self.engines
+        ):
+            return "pipeline", header.removesuffix(PIPELINE_SUFFIX)
+        if header in self.bundle.models:
+            return "model", header
+        raise GatewayError(
+            404,
+            f"no model or pipeline {header!r}; this gateway serves: {', '.join(self.targets())}",
+        )
+
+    def _pipeline_entry_contracts(self, name: str) -> list[ModelContract]:
+        """Contracts of the steps that take the pipeline's inputs unchanged."""
+        pipeline = self.bundle.pipelines[name]
+        entries = []
+        for step in pipeline.steps:
+            refs = [TensorRef.parse(r, name) for r in step.inputs]
+            takes_all = not step.inputs or any(
+                r and r.source == name and r.tensor is None for r in refs
+            )
+            if takes_all and not step.tensor_map and step.name in self.contracts:
+                entries.append(self.contracts[step.name])
+        return entries
+
+    async def infer(
+        self, header: str | None, tensors: list[Tensor], extra: dict | None = None
+    ) -> tuple[str, list[Tensor]]:
+        kind, name = self.resolve(header)
+        if kind == "model":
+            if name in self.contracts:
+                self.contracts[name].check(tensors)
+            else:
+                for index, tensor in enumerate(tensors):
+                    _check_tensor(name, index, tensor)
+            try:
+                outputs = await asyncio.wait_for(
+                    self.forwarder.infer(name, tensors, extra), self.step_timeout_s
+                )
+            except TimeoutError:
+                raise GatewayError(
+                    504, f"model {name} did not answer within {self.step_timeout_s:g} s"
+                ) from None
+            return name, outputs
+        for contract in self._pipeline_entry_contracts(name):
+            try:
+                contract.check(tensors)
+            except GatewayError as e:
+                raise GatewayError(e.status, f"pipeline {name}: {e.message}") from e
+        return name, await self.engines[name].infer(tensors)
+
+    async def ready(self, header: str | None = None) -> bool:
+        if header is None:
+            return await self.forwarder.ready()
+        kind, name = self.resolve(header)
+        if kind == "model":
+            return await self.forwarder.ready(name)
+        steps = [s.name for s in self.bundle.pipelines[name].steps]
+        return all(await asyncio.gather(*(self.forwarder.ready(s) for s in steps)))
+
+    async def inspect(self, reference: str, wait_s: float = 0.0) -> dict[str, Any]:
+        """Latest data of `<pipeline>[.<step>].(inputs|outputs)[.<tensor>]`, like `seldon pipeline inspect`."""
+        pipeline_name = next(
+            (
+                p
+                for p in sorted(self.engines, key=len, reverse=True)
+                if reference.startswith(p + ".") or reference == p
+            ),
+            None,
+        )
+        if pipeline_name is None:
+            raise GatewayError(
+                404,
+                f"inspect {reference!r}: no such pipeline (pipelines: {', '.join(sorted(self.engines))})",
+            )
+        engine = self.engines[pipeline_name]
+        if wait_s > 0:
+            await engine.wait_idle(wait_s)
+        rest = reference[len(pipeline_name) :].lstrip(".")
+        parts = rest.split(".") if rest else []
+        if not parts or parts[0] in ("inputs", "outputs"):
+            kind = parts[0] if parts else "outputs"
+            tensors = engine.latest_inputs if kind == "inputs" else engine.latest_outputs
+            tensor = parts[1] if len(parts) > 1 else None
+            source = pipeline_name
+        else:
+            step, kind = parts[0], (parts[1] if len(parts) > 1 else "outputs")
+            tensor = parts[2] if len(parts) > 2 else None
+            if step not in engine.steps or kind not in ("inputs", "outputs") or len(parts) > 3:
+                raise GatewayError(
+                    400,
+                    f"inspect {reference!r}: expected <pipeline>.<step>.(inputs|outputs)[.<tensor>] "
+                    f"with a step of {pipeline_name} ({', '.join(engine.steps)})",
+                )
+            result = engine.latest.get(step)
+            if result is not None and result.error:
+                return {"reference": reference, "error": result.error, "tensors": []}
+            tensors = (
+                [] if result is None else (result.inputs if kind == "inputs" else result.outputs)
+            )
+            source = f"{pipeline_name}.{step}"
+        selected = [to_json(t) for t in tensors if tensor is None or t.name == tensor]
+        return {
+            "reference": reference,
+            "source": source,
+            "tensors": selected,
+            "counters": dict(engine.counters),
+        }
+
+
+# -- REST ---------------------------------------------------------------------------------------
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response(
+        {"error": message}, status=status, dumps=lambda o: orjson.dumps(o).decode()
+    )
+
+
+def _json(body: Any, status: int = 200, headers: dict | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(body), status=status, content_type="application/json", headers=headers
+    )
+
+
+def parse_rest_request(raw: bytes) -> tuple[list[Tensor], dict[str, Any], str | None]:
+    """Tensors, extra fields to forward (parameters, outputs) and the request id."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise GatewayError(400, f"the request body is not JSON: {e}") from e
+    if not isinstance(body, dict):
+        raise GatewayError(400, "the request body must be a JSON object with an 'inputs' list")
+    inputs = body.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise GatewayError(400, "the request needs a non-empty 'inputs' list of tensors")
+    try:
+        tensors = [from_json(item, f"inputs[{i}]") for i, item in enumerate(inputs)]
+    except TensorError as e:
+        raise GatewayError(400, str(e)) from e
+    extra = {}
+    if "parameters" in body:
+        if not isinstance(body["parameters"], dict):
+            raise GatewayError(400, "'parameters' must be an object")
+        extra["parameters"] = body["parameters"]
+    if "outputs" in body:
+        outputs = body["outputs"]
+        if not isinstance(outputs, list) or not all(
+            isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
+        ):
+            raise GatewayError(400, "'outputs' must be a list of objects with a 'name'")
+        extra["outputs"] = [{"name": o["name"]} for o in outputs]
+    request_id = body.get("id")
+    return tensors, extra, request_id if isinstance(request_id, str) and request_id else None
+
+
+def build_rest_app(gateway: Gateway) -> web.Application:
+    routes = web.RouteTableDef()
+
+    @routes.post("/v2/models/{name}/infer")
+    @routes.post("/v2/models/{name}/versions/{version}/infer")
+    async def infer(request: web.Request) -> web.Response:
+        request_id = request.headers.get(REQUEST_ID_HEADER) or str(uuid.uuid4())
+        try:
+            tensors, extra, body_id = parse_rest_request(await request.read())
+            request_id = body_id or request_id
+            name, outputs = await gateway.infer(
+                request.headers.get(SELDON_MODEL_HEADER), tensors, extra
+            )
+        except GatewayError as e:
+            return _error(e.status, e.message)
+        body = {
+            "model_name": name,
+            "id": request_id,
+            "parameters": {},
+            "outputs": [to_json(t) for t in outputs],
+        }
+        return _json(body, headers={REQUEST_ID_HEADER: request_id})
+
+    @routes.get("/v2/health/live")
+    async def live(request: web.Request) -> web.Response:
+        return _json({"live": True})
+
+    @routes.get("/v2/health/ready")
+    async def ready(request: web.Request) -> web.Response:
+        ok = await gateway.ready()
+        return _json({"ready": ok}, status=200 if ok else 503)
+
+    @routes.get("/v2")
+    async def server_metadata(request: web.Request) -> web.Response:
+        return _json(
+            {"name": "income-bundle-gateway", "version": "1", "extensions": ["seldon-model header"]}
+        )
+
+    @routes.get("/v2/models/{name}/ready")
+    async def model_ready(request: web.Request) -> web.Response:
+        try:
+            header = request.headers.get(SELDON_MODEL_HEADER) or request.match_info["name"]
+            ok = await gateway.ready(header)
+        except GatewayError as e:
+            return _error(e.status, e.message)
+        return _json({"name": header, "ready": ok}, status=200 if ok else 503)
+
+    @routes.get("/v2/models/{name}")
+    async def model_metadata(request: web.Request) -> web.Response:
+        try:
+            kind, name = gateway.resolve(
+                request.headers.get(SELDON_MODEL_HEADER) or request.match_info["name"]
+            )
+            if kind == "pipeline":
+                pipeline = gateway.bundle.pipelines[name]
+                return _json(
+                    {
+                        "name": f"{name}{PIPELINE_SUFFIX}",
+                        "platform": "seldon-pipeline",
+                        "steps": [s.name for s in pipeline.steps],
+                        "outputs": pipeline.output,
+                    }
+                )
+            status, body = await gateway.forwarder.metadata(name)
+        except GatewayError as e:
+            return _error(e.status, e.message)
+        if status != 200:
+            return _error(503, f"model {name}: MLServer has no metadata ({status})")
+        return _json(body)
+
+    @routes.get("/inspect/{reference}")
+    async def inspect(request: web.Request) -> web.Response:
+        try:
+            wait_s = float(request.query.get("wait", "0"))
+        except ValueError:
+            return _error(400, "'wait' must be a number of seconds")
+        try:
+            return _json(await gateway.inspect(request.match_info["reference"], min(wait_s, 60.0)))
+        except GatewayError as e:
+            return _error(e.status, e.message)
+
+    @web.middleware
+    async def errors(request: web.Request, handler):
+        try:
+            return await handler(request)
+        except web.HTTPException as e:
+            if e.status >= 400:
+                return _error(e.status, f"{request.method} {request.path}: {e.reason}")
+            raise
+        except Exception as e:
+            log.exception("unhandled error on %s", request.path)
+            return _error(500, f"gateway error: {type(e).__name__}: {e}")
+
+    app = web.Application(middlewares=[errors], client_max_size=64 * 1024 * 1024)
+    app.add_routes(routes)
+    return app

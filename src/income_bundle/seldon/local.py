@@ -1,0 +1,242 @@
+"""Seldon Core v2 on one machine: validate a bundle, serve its models on MLServer, run the gateway.
+
+`serve()` is what `income-bundle serve` runs in the foreground; `LocalSeldon` starts that command
+as a separate process (as a user would) and waits until every model and pipeline is ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from income_bundle.errors import BundleError
+from income_bundle.paths import project_root
+from income_bundle.seldon.bundle import Bundle, load_bundle
+from income_bundle.server import MLServer, free_port
+
+__all__ = [
+    "InvalidBundleError",
+    "LocalSeldon",
+    "ServeConfig",
+    "load_valid_bundle",
+    "serve",
+    "stage_models",
+]
+
+DEFAULT_HTTP_PORT = 9000
+DEFAULT_GRPC_PORT = 9001
+
+
+class InvalidBundleError(BundleError):
+    """The manifests have problems; the message lists every one."""
+
+
+@dataclass
+class ServeConfig:
+    bundle_dir: Path = field(default_factory=lambda: project_root() / "seldon-examples")
+    # What the storageUri prefix /mnt/income-bundle maps to on this machine.
+    local_root: Path = field(default_factory=project_root)
+    host: str = "127.0.0.1"
+    http_port: int = DEFAULT_HTTP_PORT
+    grpc_port: int = DEFAULT_GRPC_PORT
+    step_timeout_s: float = 30.0
+    async_queue_size: int = 1000
+    parallel_workers: int = 1
+
+
+def load_valid_bundle(config: ServeConfig) -> Bundle:
+    """The bundle, or InvalidBundleError listing every validation problem at once."""
+    from income_bundle.crds import CrdSchemas, find_crd_dir
+    from income_bundle.seldon.validation import format_problems, validate_bundle
+
+    bundle = load_bundle(config.bundle_dir, config.local_root)
+    crd_dir = find_crd_dir(project_root())
+    crds = CrdSchemas.from_dir(crd_dir) if crd_dir else None
+    problems = validate_bundle(bundle, crds)
+    if problems:
+        raise InvalidBundleError(
+            f"{config.bundle_dir} has {len(problems)} problem(s); nothing was started:\n"
+            + format_problems(problems)
+        )
+    return bundle
+
+
+def stage_models(bundle: Bundle, local_root: Path, directory: Path) -> dict[str, Path]:
+    """One folder per Model, named as its manifest (Seldon's agent renames models likewise).
+
+    Each holds symlinks to the artifact's files and a model-settings.json carrying the Model name.
+    """
+    staged = {}
+    for name, model in sorted(bundle.models.items()):
+        source = model.local_folder(local_root)
+        if source is None:
+            raise InvalidBundleError(f"model {name}: storageUri {model.storage_uri} is not local")
+        target = directory / name
+        target.mkdir(parents=True)
+        for entry in source.iterdir():
+            if entry.name != "model-settings.json" and entry.name != "__pycache__":
+                (target / entry.name).symlink_to(entry.resolve())
+        settings = json.loads((source / "model-settings.json").read_text())
+        settings["name"] = name
+        (target / "model-settings.json").write_text(json.dumps(settings, indent=2))
+        staged[name] = target
+    return staged
+
+
+async def _run_gateway(
+    config: ServeConfig, bundle: Bundle, mlserver: MLServer, stop: asyncio.Event
+) -> None:
+    from aiohttp import web
+
+    from income_bundle.seldon.gateway import (
+        Gateway,
+        MLServerForwarder,
+        ModelContract,
+        build_rest_app,
+    )
+    from income_bundle.seldon.grpc_front import build_grpc_server
+
+    contracts = {
+        name: ModelContract.from_folder(name, model.local_folder(config.local_root))
+        for name, model in bundle.models.items()
+    }
+    forwarder = MLServerForwarder(mlserver.http_url, timeout_s=config.step_timeout_s)
+    gateway = Gateway(
+        bundle,
+        forwarder,
+        contracts,
+        step_timeout_s=config.step_timeout_s,
+        async_queue_size=config.async_queue_size,
+    )
+    await gateway.start()
+    runner = web.AppRunner(build_rest_app(gateway), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, config.host, config.http_port).start()
+    grpc_server = build_grpc_server(gateway, f"{config.host}:{config.grpc_port}")
+    await grpc_server.start()
+    print(
+        f"gateway ready: REST http://{config.host}:{config.http_port}, gRPC {config.host}:{config.grpc_port}; "
+        f"serving {', '.join(gateway.targets())}",
+        flush=True,
+    )
+    try:
+        await stop.wait()
+    finally:
+        await grpc_server.stop(grace=2)
+        await runner.cleanup()
+        await gateway.close()
+
+
+def serve(config: ServeConfig) -> None:
+    """Validate, start MLServer and the gateway, and run until SIGINT or SIGTERM."""
+    bundle = load_valid_bundle(config)
+    with tempfile.TemporaryDirectory(prefix="income-seldon-") as tmp:
+        staged = stage_models(bundle, config.local_root, Path(tmp))
+        print(f"starting MLServer with {', '.join(staged)}", flush=True)
+        with MLServer(models=staged, parallel_workers=config.parallel_workers) as mlserver:
+            print(f"MLServer ready at {mlserver.http_url}", flush=True)
+
+            async def main() -> None:
+                stop = asyncio.Event()
+                loop = asyncio.get_running_loop()
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(sig, stop.set)
+                await _run_gateway(config, bundle, mlserver, stop)
+
+            asyncio.run(main())
+
+
+@dataclass
+class LocalSeldon:
+    """`income-bundle serve` in its own process, on free ports; a context manager."""
+
+    config: ServeConfig = field(default_factory=ServeConfig)
+    ready_timeout_s: float = 240.0
+    log_path: Path | None = None
+    _process: subprocess.Popen | None = field(default=None, init=False, repr=False)
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.config.host}:{self.config.http_port}"
+
+    @property
+    def grpc_address(self) -> str:
+        return f"{self.config.host}:{self.config.grpc_port}"
+
+    def start(self) -> LocalSeldon:
+        if self.config.http_port == DEFAULT_HTTP_PORT:
+            self.config.http_port = free_port(self.config.host)
+        if self.config.grpc_port == DEFAULT_GRPC_PORT:
+            self.config.grpc_port = free_port(self.config.host)
+        self.log_path = self.log_path or Path(
+            tempfile.mkstemp(prefix="income-serve-", suffix=".log")[1]
+        )
+        cli = Path(sys.executable).with_name("income-bundle")
+        command = [
+            str(cli), "serve",
+            "--bundle", str(self.config.bundle_dir),
+            "--local-root", str(self.config.local_root),
+            "--host", self.config.host,
+            "--http-port", str(self.config.http_port),
+            "--grpc-port", str(self.config.grpc_port),
+            "--step-timeout", str(self.config.step_timeout_s),
+            "--async-queue-size", str(self.config.async_queue_size),
+            "--parallel-workers", str(self.config.parallel_workers),
+        ]  # fmt: skip
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )  # fmt: skip
+        self._wait_ready()
+        return self
+
+    def log_tail(self, lines: int = 60) -> str:
+        if not self.log_path or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.ready_timeout_s
+        while time.monotonic() < deadline:
+            if self._process and self._process.poll() is not None:
+                raise BundleError(
+                    f"income-bundle serve exited with code {self._process.returncode}:\n{self.log_tail()}"
+                )
+            try:
+                with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise BundleError(
+            f"the local Seldon gateway was not ready in {self.ready_timeout_s:.0f} s:\n{self.log_tail()}"
+        )
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        process, self._process = self._process, None
+        if process and process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+    def __enter__(self) -> LocalSeldon:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

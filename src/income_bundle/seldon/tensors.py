@@ -1,0 +1,192 @@
+"""V2 (Open Inference Protocol) tensors as the gateway handles them: JSON and gRPC forms.
+
+A tensor is kept as its name, datatype, shape and flat data list, the JSON form's content.
+gRPC requests are decoded from typed contents or raw bytes (tritonclient sends raw bytes).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "DATATYPES",
+    "Tensor",
+    "TensorError",
+    "concat_rows",
+    "from_grpc_request",
+    "from_json",
+    "to_grpc_response",
+    "to_json",
+]
+
+# V2 datatype -> (numpy dtype for raw bytes, gRPC contents field)
+DATATYPES: dict[str, tuple[str | None, str]] = {
+    "BOOL": ("?", "bool_contents"),
+    "UINT8": ("<u1", "uint_contents"),
+    "UINT16": ("<u2", "uint_contents"),
+    "UINT32": ("<u4", "uint_contents"),
+    "UINT64": ("<u8", "uint64_contents"),
+    "INT8": ("<i1", "int_contents"),
+    "INT16": ("<i2", "int_contents"),
+    "INT32": ("<i4", "int_contents"),
+    "INT64": ("<i8", "int64_contents"),
+    "FP16": ("<f2", "fp32_contents"),
+    "FP32": ("<f4", "fp32_contents"),
+    "FP64": ("<f8", "fp64_contents"),
+    "BYTES": (None, "bytes_contents"),
+}
+
+
+class TensorError(ValueError):
+    """A tensor that cannot be decoded; the message says which and why."""
+
+
+@dataclass
+class Tensor:
+    name: str
+    datatype: str
+    shape: list[int]
+    data: list[Any]
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    def renamed(self, name: str) -> Tensor:
+        return Tensor(name, self.datatype, list(self.shape), self.data, dict(self.parameters))
+
+    @property
+    def rows(self) -> int:
+        return self.shape[0] if self.shape else 1
+
+
+def _flatten(data: Any) -> list[Any]:
+    if isinstance(data, list | tuple):
+        out: list[Any] = []
+        for item in data:
+            if isinstance(item, list | tuple):
+                out.extend(_flatten(item))
+            else:
+                out.append(item)
+        return out
+    return [data]
+
+
+def from_json(item: Any, where: str) -> Tensor:
+    """One entry of a JSON request's `inputs` (or a response's `outputs`)."""
+    if not isinstance(item, dict):
+        raise TensorError(f"{where} must be an object with name, datatype, shape and data")
+    missing = [key for key in ("name", "datatype", "shape", "data") if key not in item]
+    if missing:
+        raise TensorError(f"{where} lacks {', '.join(repr(m) for m in missing)}")
+    name, datatype, shape = item["name"], item["datatype"], item["shape"]
+    if not isinstance(name, str) or not name:
+        raise TensorError(f"{where}: name must be a non-empty string, got {name!r}")
+    if datatype not in DATATYPES:
+        raise TensorError(
+            f"{where} ({name!r}): datatype {datatype!r} is not a V2 datatype "
+            f"({', '.join(DATATYPES)})"
+        )
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise TensorError(
+            f"{where} ({name!r}): shape must be a list of non-negative integers, got {shape!r}"
+        )
+    parameters = item.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise TensorError(f"{where} ({name!r}): parameters must be an object")
+    return Tensor(name, datatype, list(shape), _flatten(item["data"]), dict(parameters))
+
+
+def to_json(tensor: Tensor) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "name": tensor.name,
+        "datatype": tensor.datatype,
+        "shape": tensor.shape,
+        "data": tensor.data,
+    }
+    if tensor.parameters:
+        item["parameters"] = tensor.parameters
+    return item
+
+
+def concat_rows(tensors: list[Tensor]) -> Tensor:
+    """Concatenate on dimension 0, as Seldon's batching does."""
+    first = tensors[0]
+    for other in tensors[1:]:
+        if other.datatype != first.datatype or other.shape[1:] != first.shape[1:]:
+            raise TensorError(
+                f"cannot batch tensor {first.name!r}: {first.datatype}{first.shape} and "
+                f"{other.datatype}{other.shape} differ beyond the first dimension"
+            )
+    data = [value for t in tensors for value in t.data]
+    shape = [sum(t.rows for t in tensors), *first.shape[1:]]
+    return Tensor(first.name, first.datatype, shape, data, dict(first.parameters))
+
+
+def _decode_raw(raw: bytes, datatype: str, where: str) -> list[Any]:
+    dtype = DATATYPES[datatype][0]
+    if dtype is None:  # BYTES: 4-byte little-endian length, then the bytes, repeated
+        values, offset = [], 0
+        while offset < len(raw):
+            if offset + 4 > len(raw):
+                raise TensorError(f"{where}: truncated BYTES element in raw contents")
+            (length,) = struct.unpack_from("<I", raw, offset)
+            offset += 4
+            values.append(raw[offset : offset + length].decode("utf-8", "replace"))
+            offset += length
+        return values
+    itemsize = np.dtype(dtype).itemsize
+    if len(raw) % itemsize:
+        raise TensorError(
+            f"{where}: {len(raw)} raw bytes is not a whole number of {datatype} values"
+        )
+    return np.frombuffer(raw, dtype=dtype).tolist()
+
+
+def from_grpc_request(request: Any) -> tuple[list[Tensor], dict[str, Any]]:
+    """Tensors and parameters of a `ModelInferRequest` (tritonclient's or MLServer's protobuf)."""
+    tensors = []
+    raw_contents = list(request.raw_input_contents)
+    if raw_contents and len(raw_contents) != len(request.inputs):
+        raise TensorError(
+            f"the request has {len(request.inputs)} inputs but {len(raw_contents)} raw contents"
+        )
+    for index, item in enumerate(request.inputs):
+        where = f"inputs[{index}] ({item.name!r})"
+        if item.datatype not in DATATYPES:
+            raise TensorError(f"{where}: datatype {item.datatype!r} is not a V2 datatype")
+        if raw_contents:
+            data = _decode_raw(raw_contents[index], item.datatype, where)
+        else:
+            values = getattr(item.contents, DATATYPES[item.datatype][1])
+            data = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in values]
+        tensors.append(
+            Tensor(item.name, item.datatype, list(item.shape), data, _parameters(item.parameters))
+        )
+    return tensors, _parameters(request.parameters)
+
+
+def _parameters(parameters: Any) -> dict[str, Any]:
+    result = {}
+    for key, value in parameters.items():
+        kind = value.WhichOneof("parameter_choice")
+        result[key] = getattr(value, kind) if kind else None
+    return result
+
+
+def to_grpc_response(module: Any, model_name: str, request_id: str, tensors: list[Tensor]) -> Any:
+    """A `ModelInferResponse` of `module` (a service_pb2) with typed contents."""
+    response = module.ModelInferResponse(model_name=model_name, id=request_id)
+    for tensor in tensors:
+        output = response.outputs.add(
+            name=tensor.name, datatype=tensor.datatype, shape=tensor.shape
+        )
+        field_name = DATATYPES.get(tensor.datatype, (None, "bytes_contents"))[1]
+        values = tensor.data
+        if tensor.datatype == "BYTES":
+            values = [v if isinstance(v, bytes) else str(v).encode() for v in values]
+        getattr(output.contents, field_name).extend(values)
+    return response
