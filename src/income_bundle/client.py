@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["V2Client", "V2Error"]
+__all__ = ["V2Client", "V2Error", "inspect"]
 
 PROTOCOLS = ("rest", "grpc")
 
@@ -101,3 +101,18 @@ class V2Client:
 
     def close(self) -> None:
         self._client.close()
+
+
+def inspect(http_address: str, reference: str, wait_s: float = 5.0) -> dict:
+    """The gateway's latest data for `<pipeline>.<step>.(inputs|outputs)[.<tensor>]`."""
+    import json
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    url = f"http://{http_address}/inspect/{urllib.parse.quote(reference)}?wait={wait_s}"
+    try:
+        with urllib.request.urlopen(url, timeout=wait_s + 30) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        raise V2Error(str(e.code), json.loads(e.read()).get("error", "")) from e

@@ -41,7 +41,9 @@ EXTERNAL_KEY_GRAMMAR = (
 # Seldon's reasons for a bad `input.externalInputs` entry (its checkPipelineInput).
 EXTERNAL_INPUTS_EMPTY = "At least one pipeline input must be specified"
 EXTERNAL_EMPTY_NAME = "Input name must not be empty"
-EXTERNAL_ONLY_PIPELINE_NAME = "A Pipeline name must also specify one of inputs, outputs or a step name"
+EXTERNAL_ONLY_PIPELINE_NAME = (
+    "A Pipeline name must also specify one of inputs, outputs or a step name"
+)
 EXTERNAL_INVALID_PREFIX = "A Pipeline inputs referencing another pipeline must be <pipelineName>.(inputs|outputs|step.<stepName>)"
 EXTERNAL_STEP_BAD_SUFFIX = "A pipeline step must be <pipelineName>.step.<stepName>.(inputs|outputs)"
 EXTERNAL_TOO_LONG = "The input is too long. It must be <pipelineName>.(inputs|outputs).(tensorName)? or <pipelineName>.step.<stepName>.<inputs|outputs>.<tensorName>"
@@ -342,7 +344,12 @@ class _Validator:
         receives = [*(step.inputs or [f"{pipeline.name}.inputs"]), *step.triggers]
         for key, value in step.tensor_map.items():
             self.check_tensor_map_entry(
-                pipeline, f"{where}, tensorMap key '{key}'", str(key), value, receives, "the step's inputs"
+                pipeline,
+                f"{where}, tensorMap key '{key}'",
+                str(key),
+                value,
+                receives,
+                "the step's inputs",
             )
         self.check_join(f"{where}, inputsJoinType", step.inputs_join)
         self.check_join(f"{where}, triggersJoinType", step.triggers_join)
@@ -445,7 +452,9 @@ class _Validator:
 
     def check_join(self, where: str, value: Any) -> None:
         if value not in JOIN_TYPES:
-            self.report(where, f"{value!r} is not a join type: expected one of {_names(JOIN_TYPES)}")
+            self.report(
+                where, f"{value!r} is not a join type: expected one of {_names(JOIN_TYPES)}"
+            )
 
     def check_count(self, where: str, value: Any, *, minimum: int) -> None:
         if value is None:
