@@ -20,6 +20,8 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from income_bundle import integrity
 from income_bundle.seldon.bundle import Bundle, TensorRef
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 SELDON_MODEL_HEADER = "seldon-model"
 PIPELINE_SUFFIX = ".pipeline"
 REQUEST_ID_HEADER = "x-request-id"
+OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
 NUMERIC = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64"}
 FLOATS = {"FP16", "FP32", "FP64"}
 
@@ -184,6 +187,45 @@ def _translate_error(model: str, status: int, raw: bytes) -> tuple[int, str]:
     return (status if status >= 500 else 400), f"model {model} failed: {text}"
 
 
+LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+class GatewayMetrics:
+    """Prometheus metrics of one gateway (its own registry, served at /metrics)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "seldon_gateway_requests",
+            "Inference requests by target (model or pipeline), protocol and status code.",
+            ["target", "kind", "protocol", "code"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "seldon_gateway_request_duration_seconds",
+            "Time from request to response, by target.",
+            ["target", "kind", "protocol"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.model_calls = Counter(
+            "seldon_gateway_model_calls",
+            "Calls the gateway made to MLServer, by model and outcome (ok or error).",
+            ["model", "outcome"],
+            registry=self.registry,
+        )
+        self.async_dropped = Counter(
+            "seldon_gateway_async_dropped",
+            "Requests whose asynchronous steps were dropped because the queue was full.",
+            ["pipeline"],
+            registry=self.registry,
+        )
+
+    def observe(self, target: str, kind: str, protocol: str, code: int, seconds: float) -> None:
+        self.requests.labels(target, kind, protocol, str(code)).inc()
+        self.duration.labels(target, kind, protocol).observe(seconds)
+
+
 class Gateway:
     """Routes V2 requests to models or pipelines; shared by the REST and gRPC fronts."""
 
@@ -200,16 +242,33 @@ class Gateway:
         self.forwarder = forwarder
         self.contracts = contracts
         self.step_timeout_s = step_timeout_s
+        self.metrics = GatewayMetrics()
         self.engines = {
             name: PipelineEngine(
                 pipeline,
-                forwarder.infer,
+                self._call_model,
                 step_timeout_s=step_timeout_s,
                 async_queue_size=async_queue_size,
             )
             for name, pipeline in bundle.pipelines.items()
         }
         self.started = time.time()
+
+    async def _call_model(
+        self, model: str, tensors: list[Tensor], extra: dict | None = None
+    ) -> list[Tensor]:
+        try:
+            outputs = await self.forwarder.infer(model, tensors, extra)
+        except GatewayError:
+            self.metrics.model_calls.labels(model, "error").inc()
+            raise
+        self.metrics.model_calls.labels(model, "ok").inc()
+        return outputs
+
+    def sync_engine_metrics(self) -> None:
+        for name, engine in self.engines.items():
+            counter = self.metrics.async_dropped.labels(name)
+            counter.inc(engine.counters["async_dropped"] - counter._value.get())
 
     async def start(self) -> None:
         await self.forwarder.start()
@@ -273,19 +332,19 @@ class Gateway:
                     _check_tensor(name, index, tensor)
             try:
                 outputs = await asyncio.wait_for(
-                    self.forwarder.infer(name, tensors, extra), self.step_timeout_s
+                    self._call_model(name, tensors, extra), self.step_timeout_s
                 )
             except TimeoutError:
                 raise GatewayError(
                     504, f"model {name} did not answer within {self.step_timeout_s:g} s"
                 ) from None
-            return name, outputs
+            return outputs
         for contract in self._pipeline_entry_contracts(name):
             try:
                 contract.check(tensors)
             except GatewayError as e:
                 raise GatewayError(e.status, f"pipeline {name}: {e.message}") from e
-        return name, await self.engines[name].infer(tensors)
+        return await self.engines[name].infer(tensors)
 
     async def ready(self, header: str | None = None) -> bool:
         if header is None:
@@ -461,6 +520,18 @@ def build_rest_app(gateway: Gateway) -> web.Application:
         if status != 200:
             return _error(503, f"model {name}: MLServer has no metadata ({status})")
         return _json(body)
+
+    @routes.get("/metrics")
+    async def metrics(request: web.Request) -> web.Response:
+        gateway.sync_engine_metrics()
+        return web.Response(
+            body=generate_latest(gateway.metrics.registry),
+            headers={"Content-Type": CONTENT_TYPE_LATEST},
+        )
+
+    @routes.get("/openapi.yaml")
+    async def openapi(request: web.Request) -> web.Response:
+        return web.Response(text=OPENAPI_PATH.read_text(), content_type="application/yaml")
 
     @routes.get("/inspect/{reference}")
     async def inspect(request: web.Request) -> web.Response:

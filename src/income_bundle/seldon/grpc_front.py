@@ -84,7 +84,7 @@ class _Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             extra: dict = {"parameters": parameters} if parameters else {}
             if request.outputs:
                 extra["outputs"] = [{"name": o.name} for o in request.outputs]
-            name, outputs = await self.gateway.infer(_header(context), tensors, extra)
+            name, outputs = await self.gateway.infer(_header(context), tensors, extra, "grpc")
         except GatewayError as e:
             await _abort(context, e)
         return to_grpc_response(service_pb2, name, request_id, outputs)

@@ -65,8 +65,7 @@ def load_valid_bundle(config: ServeConfig) -> Bundle:
     problems = validate_bundle(bundle, crds)
     if problems:
         raise InvalidBundleError(
-            f"{config.bundle_dir} has {len(problems)} problem(s); nothing was started:\n"
-            + format_problems(problems)
+            f"{config.bundle_dir} is not valid, nothing was started; {format_problems(problems)}"
         )
     return bundle
 
