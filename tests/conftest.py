@@ -50,3 +50,38 @@ def grpc(mlserver):
 @pytest.fixture(scope="session", params=["rest", "grpc"])
 def client(request, rest, grpc):
     return rest if request.param == "rest" else grpc
+
+
+@pytest.fixture(scope="session")
+def seldon_bundle(tmp_path_factory):
+    """The shipped manifests plus the small pipelines the gateway tests use."""
+    import shutil
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    bundle = tmp_path_factory.mktemp("bundle")
+    shutil.copytree(root / "seldon-examples", bundle, dirs_exist_ok=True)
+    for path in (root / "tests" / "data" / "pipelines").glob("*.yaml"):
+        shutil.copy(path, bundle / "pipelines" / path.name)
+    return bundle
+
+
+@pytest.fixture(scope="session")
+def seldon(training_report, seldon_bundle):
+    """`income-bundle serve` in its own process: real MLServer behind the local gateway."""
+    from income_bundle.seldon.local import LocalSeldon, ServeConfig
+
+    with LocalSeldon(ServeConfig(bundle_dir=seldon_bundle)) as gateway:
+        yield gateway
+
+
+@pytest.fixture(scope="session")
+def mesh_rest(seldon):
+    """A REST client of the gateway; set `.headers['seldon-model']` per call via `routed`."""
+    return seldon.http_url.removeprefix("http://")
+
+
+def routed(seldon, target: str, protocol: str = "rest") -> V2Client:
+    """A tritonclient-based client that sends the seldon-model header, as for seldon-mesh."""
+    address = seldon.http_url.removeprefix("http://") if protocol == "rest" else seldon.grpc_address
+    return V2Client(address, protocol, headers={"seldon-model": target})

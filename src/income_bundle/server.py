@@ -145,6 +145,10 @@ class MLServer:
         self.wait_ready()
         return self
 
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
     def log_tail(self, lines: int = 40) -> str:
         if not self.log_path or not self.log_path.exists():
             return ""

@@ -321,9 +321,27 @@ class Gateway:
         return entries
 
     async def infer(
-        self, header: str | None, tensors: list[Tensor], extra: dict | None = None
+        self,
+        header: str | None,
+        tensors: list[Tensor],
+        extra: dict | None = None,
+        protocol: str = "rest",
     ) -> tuple[str, list[Tensor]]:
-        kind, name = self.resolve(header)
+        """Route, check and run one request; record it in the metrics whatever happens."""
+        started = time.perf_counter()
+        kind, name, code = "unknown", "unknown", 200
+        try:
+            kind, name = self.resolve(header)
+            return name, await self._infer(kind, name, tensors, extra)
+        except GatewayError as e:
+            code = e.status
+            raise
+        finally:
+            self.metrics.observe(name, kind, protocol, code, time.perf_counter() - started)
+
+    async def _infer(
+        self, kind: str, name: str, tensors: list[Tensor], extra: dict | None
+    ) -> list[Tensor]:
         if kind == "model":
             if name in self.contracts:
                 self.contracts[name].check(tensors)

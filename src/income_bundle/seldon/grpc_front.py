@@ -87,7 +87,9 @@ class _Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             name, outputs = await self.gateway.infer(_header(context), tensors, extra, "grpc")
         except GatewayError as e:
             await _abort(context, e)
-        return to_grpc_response(service_pb2, name, request_id, outputs)
+        return to_grpc_response(
+            service_pb2, name, request_id, outputs, raw=bool(request.raw_input_contents)
+        )
 
 
 def build_grpc_server(gateway: Gateway, address: str) -> grpc.aio.Server:

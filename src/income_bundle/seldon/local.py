@@ -143,7 +143,7 @@ def serve(config: ServeConfig) -> None:
         staged = stage_models(bundle, config.local_root, Path(tmp))
         print(f"starting MLServer with {', '.join(staged)}", flush=True)
         with MLServer(models=staged, parallel_workers=config.parallel_workers) as mlserver:
-            print(f"MLServer ready at {mlserver.http_url}", flush=True)
+            print(f"MLServer ready at {mlserver.http_url} (pid {mlserver.pid})", flush=True)
 
             async def main() -> None:
                 stop = asyncio.Event()
@@ -199,6 +199,13 @@ class LocalSeldon:
             )  # fmt: skip
         self._wait_ready()
         return self
+
+    def mlserver_pid(self) -> int | None:
+        """The MLServer process behind this gateway, from the serve log."""
+        import re
+
+        match = re.search(r"MLServer ready at \S+ \(pid (\d+)\)", self.log_tail(200))
+        return int(match.group(1)) if match else None
 
     def log_tail(self, lines: int = 60) -> str:
         if not self.log_path or not self.log_path.exists():

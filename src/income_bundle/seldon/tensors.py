@@ -177,13 +177,30 @@ def _parameters(parameters: Any) -> dict[str, Any]:
     return result
 
 
-def to_grpc_response(module: Any, model_name: str, request_id: str, tensors: list[Tensor]) -> Any:
-    """A `ModelInferResponse` of `module` (a service_pb2) with typed contents."""
+def _encode_raw(tensor: Tensor) -> bytes:
+    dtype = DATATYPES[tensor.datatype][0]
+    if dtype is None:
+        chunks = []
+        for value in tensor.data:
+            encoded = value if isinstance(value, bytes) else str(value).encode()
+            chunks.append(struct.pack("<I", len(encoded)) + encoded)
+        return b"".join(chunks)
+    return np.asarray(tensor.data, dtype=dtype).tobytes()
+
+
+def to_grpc_response(
+    module: Any, model_name: str, request_id: str, tensors: list[Tensor], raw: bool = False
+) -> Any:
+    """A `ModelInferResponse` of `module` (a service_pb2): raw bytes, as tritonclient expects when
+    it sent raw inputs, or typed contents."""
     response = module.ModelInferResponse(model_name=model_name, id=request_id)
     for tensor in tensors:
         output = response.outputs.add(
             name=tensor.name, datatype=tensor.datatype, shape=tensor.shape
         )
+        if raw:
+            response.raw_output_contents.append(_encode_raw(tensor))
+            continue
         field_name = DATATYPES.get(tensor.datatype, (None, "bytes_contents"))[1]
         values = tensor.data
         if tensor.datatype == "BYTES":
