@@ -181,7 +181,11 @@ def check_request(
             f"{where} has shape {shape}, which needs {shape[0] * width} values, "
             f"but carries {len(values)}"
         )
+    # Fast path: plain ints and floats (every well-formed request); else find the culprit.
+    plain = _PLAIN_NUMBERS
     for index, value in enumerate(values):
+        if type(value) in plain:
+            continue
         if value is None or isinstance(value, bool | str | bytes) or not _is_number(value):
             raise BadRequestError(
                 f"{where}: {_position(index, width, feature_names)} is {value!r}; "
@@ -206,6 +210,9 @@ def check_request(
                 f"{size - 1}"
             )
     return X
+
+
+_PLAIN_NUMBERS = frozenset({int, float, np.float32, np.float64, np.int64, np.int32})
 
 
 def _is_number(value: Any) -> bool:

@@ -128,6 +128,10 @@ class MLServer:
             **os.environ,
             "TF_USE_LEGACY_KERAS": "1",
             "TF_CPP_MIN_LOG_LEVEL": "2",
+            # The classifier (HistGradientBoosting) predicts with busy-waiting OpenMP threads:
+            # on 20-row requests they cost more than they save, and with two workers on two
+            # cores they starve each other (p90 of 5 s measured at concurrency 8).
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
             "PYTHONUNBUFFERED": "1",
             **self.extra_env,
         }

@@ -85,6 +85,8 @@ def _check_tensor(model: str, index: int, tensor: Tensor) -> None:
         )
     if tensor.datatype in NUMERIC | FLOATS:
         for position, value in enumerate(tensor.data):
+            if type(value) in (int, float):
+                continue
             if value is None or isinstance(value, str | bytes | dict | list):
                 raise GatewayError(
                     400,

@@ -152,6 +152,9 @@ def serve(config: ServeConfig) -> None:
                     loop.add_signal_handler(sig, stop.set)
                 await _run_gateway(config, bundle, mlserver, stop)
 
+            import uvloop  # MLServer's own event loop; measurably cheaper per request hop
+
+            uvloop.install()
             asyncio.run(main())
 
 

@@ -1,0 +1,247 @@
+"""Pipeline and gateway performance, measured against direct MLServer calls in the same run.
+
+For each concurrency level, requests of 20 rows are sent in windows; a level is accepted when
+three consecutive windows agree within 10% on throughput (perf_analyzer's stability rule).
+Baselines, all on the same MLServer:
+- each model called directly;
+- the pipeline's critical path done by the client itself: `income` beside
+  `income-preprocess` -> `income-outlier`, the least any pipeline gateway could take.
+Reported: p50/p90/p99, throughput, errors, and the ratios the targets are stated in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import orjson
+
+__all__ = ["Level", "main", "measure", "run_level"]
+
+WINDOW_S = 2.0
+MAX_WINDOWS = 10
+STABLE_WITHIN = 0.10
+
+
+@dataclass
+class Level:
+    name: str
+    concurrency: int
+    latencies_ms: list[float] = field(default_factory=list)
+    throughputs: list[float] = field(default_factory=list)
+    errors: int = 0
+    stable: bool = False
+
+    def summary(self) -> dict:
+        ms = np.asarray(self.latencies_ms) if self.latencies_ms else np.asarray([np.nan])
+        return {
+            "name": self.name,
+            "concurrency": self.concurrency,
+            "p50_ms": float(np.percentile(ms, 50)),
+            "p90_ms": float(np.percentile(ms, 90)),
+            "p99_ms": float(np.percentile(ms, 99)),
+            "throughput_rps": statistics.mean(self.throughputs[-3:]) if self.throughputs else 0.0,
+            "requests": len(self.latencies_ms),
+            "errors": self.errors,
+            "stable": self.stable,
+        }
+
+
+Call = Callable[[aiohttp.ClientSession], Awaitable[None]]
+
+
+def _request(rows: np.ndarray, name: str = "predict", datatype: str = "FP32") -> bytes:
+    return orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": name,
+                    "datatype": datatype,
+                    "shape": list(rows.shape),
+                    "data": rows.ravel().tolist(),
+                }
+            ]
+        }
+    )
+
+
+async def _post(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict) -> dict:
+    async with session.post(
+        url, data=body, headers={"Content-Type": "application/json", **headers}
+    ) as r:
+        payload = await r.read()
+        if r.status != 200:
+            raise RuntimeError(f"{url}: {r.status} {payload[:200]!r}")
+        return orjson.loads(payload)
+
+
+async def run_level(name: str, call: Call, concurrency: int) -> Level:
+    """Windows of WINDOW_S seconds at a fixed concurrency until three agree within 10%."""
+    level = Level(name, concurrency)
+    connector = aiohttp.TCPConnector(limit=concurrency * 2)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for _ in range(3):  # warm-up
+            await call(session)
+        for _ in range(MAX_WINDOWS):
+            window: list[float] = []
+            deadline = time.perf_counter() + WINDOW_S
+
+            async def worker(window: list[float] = window, deadline: float = deadline) -> None:
+                while time.perf_counter() < deadline:
+                    started = time.perf_counter()
+                    try:
+                        await call(session)
+                    except Exception:
+                        level.errors += 1
+                        continue
+                    window.append((time.perf_counter() - started) * 1000)
+
+            started = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            level.latencies_ms.extend(window)
+            level.throughputs.append(len(window) / (time.perf_counter() - started))
+            last = level.throughputs[-3:]
+            if len(last) == 3 and (max(last) - min(last)) <= STABLE_WITHIN * statistics.mean(last):
+                level.stable = True
+                break
+    return level
+
+
+def _calls(
+    mlserver_url: str, gateway_url: str, X: np.ndarray, features: np.ndarray
+) -> dict[str, Call]:
+    raw = _request(X)
+    transformed = _request(features, "transform", "FP64")
+
+    def direct(model: str, body: bytes) -> Call:
+        return lambda s: _post(s, f"{mlserver_url}/v2/models/{model}/infer", body, {})
+
+    async def critical_path(session: aiohttp.ClientSession) -> None:
+        async def chain() -> None:
+            out = await _post(session, f"{mlserver_url}/v2/models/income-preprocess/infer", raw, {})
+            tensor = out["outputs"][0]
+            body = orjson.dumps({"inputs": [{**tensor, "name": "transform"}]})
+            await _post(session, f"{mlserver_url}/v2/models/income-outlier/infer", body, {})
+
+        await asyncio.gather(
+            _post(session, f"{mlserver_url}/v2/models/income/infer", raw, {}), chain()
+        )
+
+    def via_gateway(target: str) -> Call:
+        return lambda s: _post(s, f"{gateway_url}/v2/models/m/infer", raw, {"seldon-model": target})
+
+    return {
+        "income (direct)": direct("income", raw),
+        "income-preprocess (direct)": direct("income-preprocess", raw),
+        "income-outlier (direct)": direct("income-outlier", transformed),
+        "critical path (client-orchestrated, direct)": critical_path,
+        "income (via gateway)": via_gateway("income"),
+        "income-production.pipeline (via gateway)": via_gateway("income-production.pipeline"),
+    }
+
+
+async def measure_async(mlserver_url: str, gateway_url: str, levels: list[int]) -> dict:
+    from income_bundle.scenarios import load_scenario
+
+    X = load_scenario("reference").X[:20]
+    async with aiohttp.ClientSession() as session:
+        out = await _post(
+            session, f"{mlserver_url}/v2/models/income-preprocess/infer", _request(X), {}
+        )
+    features = np.asarray(out["outputs"][0]["data"]).reshape(out["outputs"][0]["shape"])
+    calls = _calls(mlserver_url, gateway_url, X, features)
+    results = []
+    for concurrency in levels:
+        for name, call in calls.items():
+            level = await run_level(name, call, concurrency)
+            results.append(level.summary())
+            print(json.dumps(results[-1]), flush=True)
+    return {"levels": results, "ratios": _ratios(results)}
+
+
+def _find(results: list[dict], name: str, concurrency: int) -> dict:
+    return next(r for r in results if r["name"] == name and r["concurrency"] == concurrency)
+
+
+def _ratios(results: list[dict]) -> dict:
+    pipeline = "income-production.pipeline (via gateway)"
+    critical = "critical path (client-orchestrated, direct)"
+    top = max(r["concurrency"] for r in results)
+    at8 = 8 if any(r["concurrency"] == 8 for r in results) else top
+    c1 = min(r["concurrency"] for r in results)
+    return {
+        "pipeline_p50_over_critical_path_p50_c1": _find(results, pipeline, c1)["p50_ms"]
+        / _find(results, critical, c1)["p50_ms"],
+        "gateway_overhead_per_hop_p50_ms_c1": _find(results, "income (via gateway)", c1)["p50_ms"]
+        - _find(results, "income (direct)", c1)["p50_ms"],
+        f"pipeline_throughput_over_critical_path_c{at8}": _find(results, pipeline, at8)[
+            "throughput_rps"
+        ]
+        / _find(results, critical, at8)["throughput_rps"],
+        "errors": sum(r["errors"] for r in results),
+    }
+
+
+def measure(levels: list[int], parallel_workers: int = 1) -> dict:
+    """Start the local Seldon stack, run the sweep against it and its MLServer, stop it."""
+    from income_bundle.seldon.local import LocalSeldon, ServeConfig
+    from income_bundle.training import train
+
+    train()
+    with LocalSeldon(ServeConfig(parallel_workers=parallel_workers)) as seldon:
+        mlserver_url = _mlserver_url(seldon)
+        results = asyncio.run(measure_async(mlserver_url, seldon.http_url, levels))
+    results["parallel_workers"] = parallel_workers
+    return results
+
+
+def _mlserver_url(seldon) -> str:
+    import re
+
+    match = re.search(r"MLServer ready at (\S+)", seldon.log_tail(200))
+    if not match:
+        raise RuntimeError("could not find MLServer's address in the serve log")
+    return match.group(1)
+
+
+def format_results(results: dict) -> str:
+    lines = [
+        f"{'name':46s} {'conc':>4s} {'p50':>7s} {'p90':>7s} {'p99':>7s} {'rps':>7s} {'err':>4s} stable"
+    ]
+    for r in results["levels"]:
+        lines.append(
+            f"{r['name']:46s} {r['concurrency']:4d} {r['p50_ms']:7.2f} {r['p90_ms']:7.2f} "
+            f"{r['p99_ms']:7.2f} {r['throughput_rps']:7.1f} {r['errors']:4d} {r['stable']}"
+        )
+    lines.append("")
+    for key, value in results["ratios"].items():
+        lines.append(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        description="Pipeline and gateway latency/throughput vs direct MLServer calls."
+    )
+    parser.add_argument(
+        "--levels", default="1,2,4,8,16", help="concurrency levels (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--parallel-workers", type=int, default=1, help="MLServer inference workers"
+    )
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+    results = measure([int(v) for v in args.levels.split(",")], args.parallel_workers)
+    print(format_results(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
