@@ -252,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--parallel-workers",
         type=int,
-        default=1,
+        default=2,
         help="MLServer inference workers (default: %(default)s)",
     )
     serve.set_defaults(func=_cmd_serve)

@@ -163,7 +163,49 @@ async def measure_async(mlserver_url: str, gateway_url: str, levels: list[int]) 
             level = await run_level(name, call, concurrency)
             results.append(level.summary())
             print(json.dumps(results[-1]), flush=True)
-    return {"levels": results, "ratios": _ratios(results)}
+    hop = await paired_hop_overhead(mlserver_url, gateway_url, X)
+    ratios = _ratios(results)
+    ratios["gateway_overhead_per_hop_p50_ms_paired"] = hop["overhead_p50_ms"]
+    direct = {r["name"]: r for r in results if r["concurrency"] == min(levels)}
+    formula = max(
+        direct["income (direct)"]["p50_ms"],
+        direct["income-preprocess (direct)"]["p50_ms"]
+        + direct["income-outlier (direct)"]["p50_ms"],
+    )
+    ratios["pipeline_p50_over_max_income_or_preprocess_plus_outlier_c1"] = (
+        direct["income-production.pipeline (via gateway)"]["p50_ms"] / formula
+    )
+    return {"levels": results, "ratios": ratios, "paired_hop": hop}
+
+
+async def paired_hop_overhead(
+    mlserver_url: str, gateway_url: str, X: np.ndarray, pairs: int = 1000
+) -> dict:
+    """The gateway's cost per hop: `income` direct and via the gateway, alternated, at
+    concurrency 1, so that both see the same machine state; median of the paired differences."""
+    raw = _request(X)
+    differences, direct_ms, gateway_ms = [], [], []
+    async with aiohttp.ClientSession() as session:
+        direct = f"{mlserver_url}/v2/models/income/infer"
+        routed = f"{gateway_url}/v2/models/m/infer"
+        for _ in range(20):
+            await _post(session, direct, raw, {})
+            await _post(session, routed, raw, {"seldon-model": "income"})
+        for _ in range(pairs):
+            started = time.perf_counter()
+            await _post(session, direct, raw, {})
+            middle = time.perf_counter()
+            await _post(session, routed, raw, {"seldon-model": "income"})
+            ended = time.perf_counter()
+            direct_ms.append((middle - started) * 1000)
+            gateway_ms.append((ended - middle) * 1000)
+            differences.append(gateway_ms[-1] - direct_ms[-1])
+    return {
+        "pairs": pairs,
+        "direct_p50_ms": float(np.median(direct_ms)),
+        "gateway_p50_ms": float(np.median(gateway_ms)),
+        "overhead_p50_ms": float(np.median(differences)),
+    }
 
 
 def _find(results: list[dict], name: str, concurrency: int) -> dict:
@@ -189,7 +231,7 @@ def _ratios(results: list[dict]) -> dict:
     }
 
 
-def measure(levels: list[int], parallel_workers: int = 1) -> dict:
+def measure(levels: list[int], parallel_workers: int = 2) -> dict:
     """Start the local Seldon stack, run the sweep against it and its MLServer, stop it."""
     from income_bundle.seldon.local import LocalSeldon, ServeConfig
     from income_bundle.training import train
@@ -236,7 +278,10 @@ def main(argv: list[str] | None = None) -> int:
         "--levels", default="1,2,4,8,16", help="concurrency levels (default: %(default)s)"
     )
     parser.add_argument(
-        "--parallel-workers", type=int, default=1, help="MLServer inference workers"
+        "--parallel-workers",
+        type=int,
+        default=2,
+        help="MLServer inference workers (default: %(default)s)",
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
