@@ -49,14 +49,55 @@ test: deps ## Run the test suite (trains artifacts once if needed)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 .PHONY: lint
-lint: deps ## ruff over the Python code
+lint: deps ## ruff over the Python code, ansible-lint (production profile) over ansible/
 	$(BIN)/ruff check src scripts tests
 	$(BIN)/ruff format --check src scripts tests
+	cd ansible && PATH="$(CURDIR)/$(BIN):$$PATH" ansible-lint --nocolor
 
 .PHONY: format
 format: deps ## Apply ruff's formatting and safe fixes
 	$(BIN)/ruff check --fix src scripts tests
 	$(BIN)/ruff format src scripts tests
+
+.PHONY: docs
+docs: deps ## Regenerate the README's Ansible variables table from the argument specs
+	$(BIN)/python -c "from income_bundle.ansible_docs import main; main()"
+
+ANSIBLE_PLAYBOOK := cd ansible && PATH="$(CURDIR)/$(BIN):$$PATH" ansible-playbook
+MESH ?= 127.0.0.1:9080
+KAFKA ?= 127.0.0.1:9092
+SELDON_CLI := build/cluster/bin/seldon
+
+.PHONY: cluster
+cluster: deps artifacts ## Cluster path: kind, cert-manager, Kafka, monitoring and Seldon Core v2 (needs docker, kind, kubectl, helm)
+	$(ANSIBLE_PLAYBOOK) playbooks/preflight.yaml playbooks/kind-cluster.yaml playbooks/setup-ecosystem.yaml playbooks/setup-seldon.yaml
+
+.PHONY: deploy
+deploy: deps ## Cluster path: load the income Models and Pipelines and wait until ready
+	$(ANSIBLE_PLAYBOOK) playbooks/deploy-income.yaml
+
+.PHONY: infer
+infer: infer-cluster ## Alias of infer-cluster (make cluster deploy infer)
+
+.PHONY: infer-cluster
+infer-cluster: deps ## Cluster path: the three scenarios through seldon-mesh, with this client and the seldon CLI
+	for scenario in reference low-education outliers; do \
+	  echo "== $$scenario"; \
+	  $(CLI) infer income-production.pipeline --scenario $$scenario --url $(MESH) || exit 1; \
+	done
+	$(SELDON_CLI) pipeline infer income-production --inference-host $(MESH) "$$(cat data/scenarios/low-education.json)"
+
+.PHONY: inspect-cluster
+inspect-cluster: ## Cluster path: the drift detector's latest verdict, read from Kafka by the seldon CLI
+	$(SELDON_CLI) pipeline inspect income-production.income-drift.outputs.is_drift --kafka-broker $(KAFKA)
+
+.PHONY: test-cluster
+test-cluster: deps ## Cluster path: end-to-end scenarios against a live cluster (MESH=host:port)
+	SELDON_MESH=$(MESH) $(BIN)/python -m pytest tests/test_cluster_live.py -v
+
+.PHONY: teardown
+teardown: deps ## Cluster path: delete the kind cluster
+	$(ANSIBLE_PLAYBOOK) playbooks/teardown.yaml
 
 .PHONY: clean
 clean: ## Remove trained artifacts, caches and build outputs (keeps .venv and the data cache)
