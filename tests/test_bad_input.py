@@ -17,18 +17,9 @@ import pytest
 # tritonclient's protobufs, not MLServer's: both register `inference.*`, and only one may load.
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-ROW = [39, 7, 1, 1, 1, 1, 4, 1, 2174, 0, 40, 9]
+from .v2_bodies import ROW, row_with, tensor
+
 RAW_MODELS = ["income", "income-preprocess", "income-drift", "income-explainer"]
-
-
-def tensor(data, shape, datatype="FP32", name="predict"):
-    return {"name": name, "datatype": datatype, "shape": shape, "data": data}
-
-
-def row_with(column, value):
-    row = list(ROW)
-    row[column] = value
-    return row
 
 
 # (case id, request body, phrase the message must contain, protocols that can carry it).

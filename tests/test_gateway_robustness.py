@@ -13,18 +13,9 @@ import grpc as grpc_lib
 import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-ROW = [39, 7, 1, 1, 1, 1, 4, 1, 2174, 0, 40, 9]
+from .v2_bodies import ROW, row_with, tensor
+
 PIPELINE = "income-production.pipeline"
-
-
-def tensor(data, shape, datatype="FP32", name="predict"):
-    return {"name": name, "datatype": datatype, "shape": shape, "data": data}
-
-
-def row_with(column, value):
-    row = list(ROW)
-    row[column] = value
-    return row
 
 
 def body(*tensors):

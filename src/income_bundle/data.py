@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from income_bundle.errors import DataError
+from income_bundle.integrity import file_sha256
 from income_bundle.paths import data_dir
 
 __all__ = [
@@ -133,14 +134,6 @@ class AdultData:
     target_names: list[str] = field(default_factory=lambda: list(TARGET_NAMES))
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _how_to_get(path: Path) -> str:
     return (
         f"run 'make data' (or 'income-bundle data') to download it, or put the file from the "
@@ -153,7 +146,7 @@ def _check_raw_file(path: Path) -> None:
     expected = RAW_FILES[path.name]
     if not path.is_file():
         raise DataError(f"data file {path} is missing: {_how_to_get(path)}")
-    actual = _sha256(path)
+    actual = file_sha256(path)
     if actual != expected:
         raise DataError(
             f"data file {path} is corrupt: sha256 {actual}, expected {expected}; "
@@ -197,7 +190,7 @@ def ensure_raw_files(directory: Path | None = None, *, download: bool = True) ->
 def data_fingerprint(directory: Path | None = None) -> str:
     """One sha256 over the verified raw files: the data hash artifacts record."""
     directory = ensure_raw_files(directory, download=False)
-    joined = "".join(f"{name}:{_sha256(directory / name)}\n" for name in sorted(RAW_FILES))
+    joined = "".join(f"{name}:{file_sha256(directory / name)}\n" for name in sorted(RAW_FILES))
     return hashlib.sha256(joined.encode()).hexdigest()
 
 

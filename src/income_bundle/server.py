@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from income_bundle.errors import BundleError
 from income_bundle.paths import ARTIFACT_FOLDERS, artifact_dir
+from income_bundle.process import ServerProcess, http_ok
 
 __all__ = ["MLServer", "MLServerError", "free_port", "stage_repository"]
 
@@ -92,7 +88,7 @@ class MLServer:
     ready_timeout_s: float = READY_TIMEOUT_S
     log_path: Path | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
-    _process: subprocess.Popen | None = field(default=None, init=False, repr=False)
+    _process: ServerProcess | None = field(default=None, init=False, repr=False)
     _workdir: tempfile.TemporaryDirectory | None = field(default=None, init=False, repr=False)
 
     @property
@@ -136,17 +132,16 @@ class MLServer:
             **self.extra_env,
         }
         mlserver = Path(sys.executable).with_name("mlserver")
-        log = self.log_path.open("ab")
-        self._process = subprocess.Popen(
+        self._process = ServerProcess(
+            "MLServer",
             [str(mlserver), "start", str(repository)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            self.log_path,
             env=env,
             cwd=repository,
-            start_new_session=True,  # so stop() can signal MLServer and its workers together
         )
-        log.close()
-        self.wait_ready()
+        self._process.wait_until(
+            lambda: self.ready() and self._models_ready(), self.ready_timeout_s, MLServerError
+        )
         return self
 
     @property
@@ -154,54 +149,20 @@ class MLServer:
         return self._process.pid if self._process else None
 
     def log_tail(self, lines: int = 40) -> str:
-        if not self.log_path or not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return self._process.log_tail(lines) if self._process else ""
 
     def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=2) as r:
-                return r.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + self.ready_timeout_s
-        while time.monotonic() < deadline:
-            if self._process and self._process.poll() is not None:
-                raise MLServerError(
-                    f"MLServer exited with code {self._process.returncode} before it was ready; "
-                    f"log {self.log_path}:\n{self.log_tail()}"
-                )
-            if self.ready() and self._models_ready():
-                return
-            time.sleep(0.5)
-        self.stop()
-        raise MLServerError(
-            f"MLServer was not ready within {self.ready_timeout_s:.0f} s; log:\n{self.log_tail()}"
-        )
+        return http_ok(f"{self.http_url}/v2/health/ready")
 
     def _models_ready(self) -> bool:
-        names = list(self.models or ARTIFACT_FOLDERS)
-        for name in names:
-            try:
-                url = f"{self.http_url}/v2/models/{name}/ready"
-                with urllib.request.urlopen(url, timeout=2) as r:
-                    if r.status != 200:
-                        return False
-            except (urllib.error.URLError, OSError):
-                return False
-        return True
+        return all(
+            http_ok(f"{self.http_url}/v2/models/{name}/ready")
+            for name in self.models or ARTIFACT_FOLDERS
+        )
 
     def stop(self, timeout_s: float = 20.0) -> None:
-        process, self._process = self._process, None
-        if process and process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        if self._process:
+            self._process.stop(timeout_s)
         if self._workdir:
             self._workdir.cleanup()
             self._workdir = None

@@ -10,17 +10,14 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from income_bundle.errors import BundleError
 from income_bundle.paths import project_root
+from income_bundle.process import ServerProcess, http_ok
 from income_bundle.seldon.bundle import Bundle, load_bundle
 from income_bundle.server import MLServer, free_port
 
@@ -167,7 +164,7 @@ class LocalSeldon:
     config: ServeConfig = field(default_factory=ServeConfig)
     ready_timeout_s: float = 240.0
     log_path: Path | None = None
-    _process: subprocess.Popen | None = field(default=None, init=False, repr=False)
+    _process: ServerProcess | None = field(default=None, init=False, repr=False)
 
     @property
     def http_url(self) -> str:
@@ -197,12 +194,15 @@ class LocalSeldon:
             "--async-queue-size", str(self.config.async_queue_size),
             "--parallel-workers", str(self.config.parallel_workers),
         ]  # fmt: skip
-        with self.log_path.open("ab") as log:
-            self._process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )  # fmt: skip
-        self._wait_ready()
+        self._process = ServerProcess(
+            "income-bundle serve",
+            command,
+            self.log_path,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self._process.wait_until(
+            lambda: http_ok(f"{self.http_url}/v2/health/ready"), self.ready_timeout_s, BundleError
+        )
         return self
 
     def mlserver_pid(self) -> int | None:
@@ -213,38 +213,11 @@ class LocalSeldon:
         return int(match.group(1)) if match else None
 
     def log_tail(self, lines: int = 60) -> str:
-        if not self.log_path or not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.ready_timeout_s
-        while time.monotonic() < deadline:
-            if self._process and self._process.poll() is not None:
-                raise BundleError(
-                    f"income-bundle serve exited with code {self._process.returncode}:\n{self.log_tail()}"
-                )
-            try:
-                with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise BundleError(
-            f"the local Seldon gateway was not ready in {self.ready_timeout_s:.0f} s:\n{self.log_tail()}"
-        )
+        return self._process.log_tail(lines) if self._process else ""
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        process, self._process = self._process, None
-        if process and process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        if self._process:
+            self._process.stop(timeout_s)
 
     def __enter__(self) -> LocalSeldon:
         return self.start()
