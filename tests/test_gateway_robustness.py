@@ -84,8 +84,14 @@ REST_CASES = [
         400,
         "needs 12 values, but carries 24",
     ),
-    ("null-value", PIPELINE, body(tensor(row_with(3, None), [1, 12])), 400, "value 3 is None"),
-    ("string-value", "income", body(tensor(row_with(0, "old"), [1, 12])), 400, "value 0 is 'old'"),
+    (
+        "null-value",
+        PIPELINE,
+        body(tensor(row_with(3, None), [1, 12])),
+        400,
+        "'Marital Status') is None",
+    ),
+    ("string-value", "income", body(tensor(row_with(0, "old"), [1, 12])), 400, "'Age') is 'old'"),
     ("eleven-columns", PIPELINE, body(tensor(ROW[:11], [1, 11])), 400, "expected [-1, 12]"),
     ("three-dimensions", "income-drift", body(tensor(ROW, [1, 1, 12])), 400, "expected [-1, 12]"),
     (

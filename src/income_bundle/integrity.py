@@ -181,16 +181,9 @@ def check_request(
             f"{where} has shape {shape}, which needs {shape[0] * width} values, "
             f"but carries {len(values)}"
         )
-    # Fast path: plain ints and floats (every well-formed request); else find the culprit.
-    plain = _PLAIN_NUMBERS
-    for index, value in enumerate(values):
-        if type(value) in plain:
-            continue
-        if value is None or isinstance(value, bool | str | bytes) or not _is_number(value):
-            raise BadRequestError(
-                f"{where}: {_position(index, width, feature_names)} is {value!r}; "
-                f"expected a finite number"
-            )
+    # Fast path: only plain ints and floats (every well-formed request); else find the culprit.
+    if not set(map(type, values)) <= _PLAIN_NUMBERS:
+        _reject_first_non_number(where, values, width, feature_names)
     X = np.asarray(values, dtype=np.float64).reshape(shape)
     bad = np.argwhere(~np.isfinite(X))
     if len(bad):
@@ -213,6 +206,19 @@ def check_request(
 
 
 _PLAIN_NUMBERS = frozenset({int, float, np.float32, np.float64, np.int64, np.int32})
+
+
+def _reject_first_non_number(
+    where: str, values: list[Any], width: int, feature_names: list[str] | None
+) -> None:
+    for index, value in enumerate(values):
+        if type(value) in _PLAIN_NUMBERS:
+            continue
+        if value is None or isinstance(value, bool | str | bytes) or not _is_number(value):
+            raise BadRequestError(
+                f"{where}: {_position(index, width, feature_names)} is {value!r}; "
+                f"expected a finite number"
+            )
 
 
 def _is_number(value: Any) -> bool:

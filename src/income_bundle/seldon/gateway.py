@@ -9,6 +9,7 @@ inputs before any model sees them; every error has the protocol's `{"error": "..
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 SELDON_MODEL_HEADER = "seldon-model"
 PIPELINE_SUFFIX = ".pipeline"
 REQUEST_ID_HEADER = "x-request-id"
+JSON_HEADERS = {"Content-Type": "application/json"}
 OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
 NUMERIC = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64"}
 FLOATS = {"FP16", "FP32", "FP64"}
@@ -59,9 +61,10 @@ class ModelContract:
 
     def check(self, tensors: list[Tensor]) -> None:
         """Raise GatewayError(400) when the tensors do not fit the declaration."""
-        for index, tensor in enumerate(tensors):
-            _check_tensor(self.name, index, tensor)
-        if len(self.declared) == 1 and len(self.declared[0].get("shape", [])) == 2:
+        if not (len(self.declared) == 1 and len(self.declared[0].get("shape", [])) == 2):
+            for index, tensor in enumerate(tensors):
+                _check_tensor(self.name, index, tensor)
+        else:
             width = int(self.declared[0]["shape"][1])
             inputs = [integrity.Tensor(t.name, t.datatype, t.shape, t.data) for t in tensors]
             try:
@@ -141,6 +144,28 @@ class MLServerForwarder:
             from_json(o, f"model {model} output {i}")
             for i, o in enumerate(payload.get("outputs", []))
         ]
+
+    async def infer_bytes(self, model: str, body: bytes) -> bytes:
+        """Forward a JSON request unchanged and return MLServer's answer unchanged (fast path
+        for model targets: nothing to rewrite either way)."""
+        assert self._session is not None
+        url = f"{self.base_url}/v2/models/{model}/infer"
+        try:
+            async with self._session.post(url, data=body, headers=JSON_HEADERS) as response:
+                raw = await response.read()
+                status = response.status
+        except TimeoutError:
+            raise GatewayError(
+                504, f"model {model} did not answer within {self.timeout_s:g} s"
+            ) from None
+        except aiohttp.ClientError as e:
+            raise GatewayError(
+                503,
+                f"model {model} is unavailable: MLServer at {self.base_url} is not reachable ({e})",
+            ) from e
+        if status != 200:
+            raise GatewayError(*_translate_error(model, status, raw))
+        return raw
 
     async def ready(self, model: str | None = None) -> bool:
         assert self._session is not None
@@ -322,6 +347,50 @@ class Gateway:
                 entries.append(self.contracts[step.name])
         return entries
 
+    @contextlib.contextmanager
+    def _observed(self, protocol: str):
+        """Times a request and counts it by target and status, whatever happens."""
+        started = time.perf_counter()
+        record = {"kind": "unknown", "name": "unknown", "code": 200}
+        try:
+            yield record
+        except GatewayError as e:
+            record["code"] = e.status
+            raise
+        finally:
+            if not record.get("counted_elsewhere"):
+                elapsed = time.perf_counter() - started
+                self.metrics.observe(
+                    record["name"], record["kind"], protocol, record["code"], elapsed
+                )
+
+    async def infer_model_bytes(
+        self, header: str | None, tensors: list[Tensor], body: bytes
+    ) -> tuple[str, bytes] | None:
+        """A REST request for a model: check it, then pass the body through to MLServer and its
+        answer back. None when the target is a pipeline (use `infer`)."""
+        with self._observed("rest") as record:
+            kind, name = self.resolve(header)
+            if kind != "model":
+                record["counted_elsewhere"] = True
+                return None
+            record.update(kind=kind, name=name)
+            self._check_model_request(name, tensors)
+            try:
+                answer = await self.forwarder.infer_bytes(name, body)
+            except GatewayError:
+                self.metrics.model_calls.labels(name, "error").inc()
+                raise
+            self.metrics.model_calls.labels(name, "ok").inc()
+            return name, answer
+
+    def _check_model_request(self, name: str, tensors: list[Tensor]) -> None:
+        if name in self.contracts:
+            self.contracts[name].check(tensors)
+        else:
+            for index, tensor in enumerate(tensors):
+                _check_tensor(name, index, tensor)
+
     async def infer(
         self,
         header: str | None,
@@ -330,26 +399,16 @@ class Gateway:
         protocol: str = "rest",
     ) -> tuple[str, list[Tensor]]:
         """Route, check and run one request; record it in the metrics whatever happens."""
-        started = time.perf_counter()
-        kind, name, code = "unknown", "unknown", 200
-        try:
+        with self._observed(protocol) as record:
             kind, name = self.resolve(header)
+            record.update(kind=kind, name=name)
             return name, await self._infer(kind, name, tensors, extra)
-        except GatewayError as e:
-            code = e.status
-            raise
-        finally:
-            self.metrics.observe(name, kind, protocol, code, time.perf_counter() - started)
 
     async def _infer(
         self, kind: str, name: str, tensors: list[Tensor], extra: dict | None
     ) -> list[Tensor]:
         if kind == "model":
-            if name in self.contracts:
-                self.contracts[name].check(tensors)
-            else:
-                for index, tensor in enumerate(tensors):
-                    _check_tensor(name, index, tensor)
+            self._check_model_request(name, tensors)
             try:
                 outputs = await asyncio.wait_for(
                     self._call_model(name, tensors, extra), self.step_timeout_s
@@ -479,8 +538,19 @@ def build_rest_app(gateway: Gateway) -> web.Application:
     async def infer(request: web.Request) -> web.Response:
         request_id = request.headers.get(REQUEST_ID_HEADER) or str(uuid.uuid4())
         try:
-            tensors, extra, body_id = parse_rest_request(await request.read())
+            raw = await request.read()
+            tensors, extra, body_id = parse_rest_request(raw)
             request_id = body_id or request_id
+            header = request.headers.get(SELDON_MODEL_HEADER)
+            passed = await gateway.infer_model_bytes(header, tensors, raw)
+            if passed is not None:
+                answer = passed[1]
+                answer_id = orjson.loads(answer).get("id") or request_id
+                return web.Response(
+                    body=answer,
+                    content_type="application/json",
+                    headers={REQUEST_ID_HEADER: answer_id},
+                )
             name, outputs = await gateway.infer(
                 request.headers.get(SELDON_MODEL_HEADER), tensors, extra
             )
