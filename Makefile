@@ -41,7 +41,7 @@ artifacts: deps ## Train and package the five MLServer model folders (reuses up-
 	$(CLI) train
 
 .PHONY: demo
-demo: deps ## Train if needed, serve on MLServer, run the three income scenarios, print a table
+demo: deps ## Train if needed, serve the bundle (MLServer + local Seldon gateway), run the three scenarios through income-production, print a table
 	$(CLI) demo
 
 .PHONY: test

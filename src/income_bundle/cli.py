@@ -178,7 +178,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="income-bundle",
-        description="Monitored income-classifier serving: artifacts, MLServer, demo.",
+        description="Monitored income-classifier serving: artifacts, MLServer, the local Seldon gateway.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -63,9 +63,7 @@ def load_valid_bundle(config: ServeConfig) -> Bundle:
     crds = CrdSchemas.from_dir(crd_dir) if crd_dir else None
     problems = validate_bundle(bundle, crds)
     if problems:
-        raise InvalidBundleError(
-            f"{config.bundle_dir} is not valid, nothing was started; {format_problems(problems)}"
-        )
+        raise InvalidBundleError(f"{config.bundle_dir} is not valid; {format_problems(problems)}")
     return bundle
 
 
@@ -137,7 +135,10 @@ async def _run_gateway(
 
 def serve(config: ServeConfig) -> None:
     """Validate, start MLServer and the gateway, and run until SIGINT or SIGTERM."""
-    bundle = load_valid_bundle(config)
+    try:
+        bundle = load_valid_bundle(config)
+    except InvalidBundleError as e:
+        raise InvalidBundleError(f"nothing was started: {e}") from e
     with tempfile.TemporaryDirectory(prefix="income-seldon-") as tmp:
         staged = stage_models(bundle, config.local_root, Path(tmp))
         print(f"starting MLServer with {', '.join(staged)}", flush=True)

@@ -1,0 +1,53 @@
+"""The one console entry point: every subcommand documents itself; errors are one clear line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CLI = str(Path(sys.executable).with_name("income-bundle"))
+SUBCOMMANDS = [
+    "data",
+    "train",
+    "verify",
+    "mlserver",
+    "validate",
+    "serve",
+    "infer",
+    "inspect",
+    "demo",
+]
+
+
+def test_top_level_help_lists_every_subcommand():
+    out = subprocess.run([CLI, "--help"], capture_output=True, text=True, check=True).stdout
+    for name in SUBCOMMANDS:
+        assert name in out
+
+
+@pytest.mark.parametrize("name", SUBCOMMANDS)
+def test_every_subcommand_has_help(name):
+    result = subprocess.run([CLI, name, "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "usage: income-bundle " + name in result.stdout
+
+
+def test_inspect_without_a_gateway_says_how_to_start_one():
+    result = subprocess.run(
+        [CLI, "inspect", "income-production.outputs", "--url", "127.0.0.1:9", "--wait", "0"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "no gateway at 127.0.0.1:9" in result.stderr and "income-bundle serve" in result.stderr
+
+
+def test_validate_reports_a_broken_bundle(tmp_path):
+    (tmp_path / "p.yaml").write_text(
+        "apiVersion: mlops.seldon.io/v1alpha1\nkind: Pipeline\nmetadata: {name: Bad.Name}\nspec: {steps: []}\n"
+    )
+    result = subprocess.run([CLI, "validate", str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and "is not valid" in result.stderr
+    assert "Bad.Name" in result.stderr and "at least one step" in result.stderr
