@@ -119,35 +119,17 @@ class MLServerForwarder:
     async def infer(
         self, model: str, tensors: list[Tensor], extra: dict | None = None
     ) -> list[Tensor]:
-        assert self._session is not None
-        body = {"inputs": [to_json(t) for t in tensors], **(extra or {})}
-        url = f"{self.base_url}/v2/models/{model}/infer"
-        try:
-            async with self._session.post(
-                url, data=orjson.dumps(body), headers={"Content-Type": "application/json"}
-            ) as response:
-                raw = await response.read()
-                status = response.status
-        except TimeoutError:
-            raise GatewayError(
-                504, f"model {model} did not answer within {self.timeout_s:g} s"
-            ) from None
-        except aiohttp.ClientError as e:
-            raise GatewayError(
-                503,
-                f"model {model} is unavailable: MLServer at {self.base_url} is not reachable ({e})",
-            ) from e
-        if status != 200:
-            raise GatewayError(*_translate_error(model, status, raw))
-        payload = orjson.loads(raw)
+        """Call a model with these tensors (and parameters/outputs); return its outputs."""
+        body = orjson.dumps({"inputs": [to_json(t) for t in tensors], **(extra or {})})
+        payload = orjson.loads(await self.infer_bytes(model, body))
         return [
             from_json(o, f"model {model} output {i}")
             for i, o in enumerate(payload.get("outputs", []))
         ]
 
     async def infer_bytes(self, model: str, body: bytes) -> bytes:
-        """Forward a JSON request unchanged and return MLServer's answer unchanged (fast path
-        for model targets: nothing to rewrite either way)."""
+        """POST a JSON request to the model and return MLServer's answer as it came; errors
+        become GatewayErrors in the protocol's shape."""
         assert self._session is not None
         url = f"{self.base_url}/v2/models/{model}/infer"
         try:
