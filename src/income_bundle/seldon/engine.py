@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import time
@@ -91,7 +92,7 @@ class PipelineEngine:
         self.counters = {"requests": 0, "async_dropped": 0, "async_processed": 0, "async_failed": 0}
 
     def _ref(self, text: str) -> TensorRef:
-        ref = TensorRef.parse(text, self.pipeline.name)
+        ref = _parse_reference(text, self.pipeline.name)
         if ref is None:  # validation rejects these before an engine is built
             raise ValueError(f"pipeline {self.pipeline.name}: invalid reference {text!r}")
         return ref
@@ -287,6 +288,12 @@ class PipelineEngine:
             ) from None
         except GatewayError as e:
             raise GatewayError(e.status, f"{where}: {e.message}") from e
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_reference(text: str, pipeline_name: str) -> TensorRef | None:
+    """References are parsed on every request; the strings come from a fixed manifest."""
+    return TensorRef.parse(text, pipeline_name)
 
 
 def _apply_tensor_map(

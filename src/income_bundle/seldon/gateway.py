@@ -262,6 +262,7 @@ class Gateway:
             for name, pipeline in bundle.pipelines.items()
         }
         self.started = time.time()
+        self._entry_contracts: dict[str, list[ModelContract]] = {}
 
     async def _call_model(
         self, model: str, tensors: list[Tensor], extra: dict | None = None
@@ -317,7 +318,12 @@ class Gateway:
         )
 
     def _pipeline_entry_contracts(self, name: str) -> list[ModelContract]:
-        """Contracts of the steps that take the pipeline's inputs unchanged."""
+        """Contracts of the steps that take the pipeline's inputs unchanged (worked out once)."""
+        if name not in self._entry_contracts:
+            self._entry_contracts[name] = self._find_entry_contracts(name)
+        return self._entry_contracts[name]
+
+    def _find_entry_contracts(self, name: str) -> list[ModelContract]:
         pipeline = self.bundle.pipelines[name]
         entries = []
         for step in pipeline.steps:
