@@ -257,3 +257,16 @@ def test_batched_rows_must_agree_beyond_the_first_dimension():
     engine = run(_with_engine(p, models, body))
     assert engine.counters["async_failed"] == 1
     assert "cannot batch" in engine.latest["drift"].error
+
+
+def test_gateway_metrics_export_the_engines_drop_counts():
+    from prometheus_client import generate_latest
+
+    from income_bundle.seldon.bundle import Bundle
+    from income_bundle.seldon.gateway import Gateway
+
+    p = pipeline("p", [Step("clf"), Step("detector")], ["clf.outputs"])
+    gateway = Gateway(Bundle(pipelines={"p": p}), forwarder=None, contracts={})
+    gateway.engines["p"].counters["async_dropped"] = 7
+    text = generate_latest(gateway.metrics.registry).decode()
+    assert 'seldon_gateway_async_dropped_total{pipeline="p"} 7.0' in text

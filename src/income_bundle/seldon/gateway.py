@@ -22,6 +22,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from income_bundle import integrity
@@ -223,16 +224,29 @@ class GatewayMetrics:
             ["model", "outcome"],
             registry=self.registry,
         )
-        self.async_dropped = Counter(
-            "seldon_gateway_async_dropped",
-            "Requests whose asynchronous steps were dropped because the queue was full.",
-            ["pipeline"],
-            registry=self.registry,
-        )
+
+    def watch_engines(self, engines: dict[str, PipelineEngine]) -> None:
+        """Export the engines' own drop counts at scrape time (they stay the one source)."""
+        self.registry.register(_EngineCollector(engines))
 
     def observe(self, target: str, kind: str, protocol: str, code: int, seconds: float) -> None:
         self.requests.labels(target, kind, protocol, str(code)).inc()
         self.duration.labels(target, kind, protocol).observe(seconds)
+
+
+class _EngineCollector:
+    def __init__(self, engines: dict[str, PipelineEngine]) -> None:
+        self.engines = engines
+
+    def collect(self):
+        family = CounterMetricFamily(
+            "seldon_gateway_async_dropped",
+            "Requests whose asynchronous steps were dropped because the queue was full.",
+            labels=["pipeline"],
+        )
+        for name, engine in self.engines.items():
+            family.add_metric([name], engine.counters["async_dropped"])
+        yield family
 
 
 class Gateway:
@@ -261,7 +275,7 @@ class Gateway:
             )
             for name, pipeline in bundle.pipelines.items()
         }
-        self.started = time.time()
+        self.metrics.watch_engines(self.engines)
         self._entry_contracts: dict[str, list[ModelContract]] = {}
 
     async def _call_model(
@@ -274,11 +288,6 @@ class Gateway:
             raise
         self.metrics.model_calls.labels(model, "ok").inc()
         return outputs
-
-    def sync_engine_metrics(self) -> None:
-        for name, engine in self.engines.items():
-            counter = self.metrics.async_dropped.labels(name)
-            counter.inc(engine.counters["async_dropped"] - counter._value.get())
 
     async def start(self) -> None:
         await self.forwarder.start()
@@ -601,7 +610,6 @@ def build_rest_app(gateway: Gateway) -> web.Application:
 
     @routes.get("/metrics")
     async def metrics(request: web.Request) -> web.Response:
-        gateway.sync_engine_metrics()
         return web.Response(
             body=generate_latest(gateway.metrics.registry),
             headers={"Content-Type": CONTENT_TYPE_LATEST},
