@@ -10,6 +10,7 @@ import pytest
 
 from income_bundle import artifacts, integrity
 from income_bundle.data import CATEGORY_MAP, data_fingerprint, load_adult
+from income_bundle.errors import ArtifactError
 from income_bundle.paths import ARTIFACT_FOLDERS, artifact_dir
 from income_bundle.scenarios import make_splits
 from income_bundle.training import category_pooling, train, train_classifier
@@ -175,3 +176,21 @@ def test_mlserver_refuses_to_serve_a_tampered_artifact(copied_artifact):
     message = str(error.value)
     assert "model income-drift" in message and "detector/x_ref.npy has sha256" in message
     assert "make artifacts" in message
+
+
+def test_changed_runtime_module_repackages_without_retraining(training_report, tmp_path):
+    source = artifact_dir("income-drift")
+    folder = artifact_dir("income-drift", tmp_path)
+    shutil.copytree(source, folder)
+    trained = integrity.file_sha256(folder / "detector" / "x_ref.npy")
+    (folder / "income_runtimes.py").write_text("# an older runtime\n")
+    with pytest.raises(ArtifactError, match=r"income_runtimes\.py"):
+        artifacts.verify("income-drift", tmp_path)
+
+    assert artifacts.refresh_runtime_modules("income-drift", tmp_path) is True
+    assert (folder / "income_runtimes.py").read_bytes() == (
+        source / "income_runtimes.py"
+    ).read_bytes()
+    artifacts.verify("income-drift", tmp_path)
+    assert integrity.file_sha256(folder / "detector" / "x_ref.npy") == trained
+    assert artifacts.refresh_runtime_modules("income-drift", tmp_path) is False

@@ -26,6 +26,7 @@ __all__ = [
     "library_versions",
     "package_artifact",
     "read_metadata",
+    "refresh_runtime_modules",
     "verify",
 ]
 
@@ -113,6 +114,37 @@ def package_artifact(
     }
     (folder / integrity.METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
     return folder
+
+
+def refresh_runtime_modules(name: str, root: Path | None = None) -> bool:
+    """Bring a trained folder's copies of the runtime modules up to date with this package.
+
+    The runtimes serve the trained files but do not shape them, so a change to them repackages
+    (copy, rehash, rewrite the metadata) instead of retraining. True if anything changed.
+    """
+    folder = artifact_dir(name, root)
+    metadata = read_metadata(folder)
+    if metadata is None:
+        raise ArtifactError(f"{folder} has no {integrity.METADATA_FILE}: train it first")
+    changed = False
+    for source, target in RUNTIME_MODULES.items():
+        content = Path(__file__).with_name(source).read_bytes()
+        path = folder / target
+        if not path.is_file() or path.read_bytes() != content:
+            # Replace atomically: an MLServer loading this folder meanwhile sees old or new, whole.
+            staging = path.with_suffix(".tmp")
+            staging.write_bytes(content)
+            staging.replace(path)
+            changed = True
+    if changed or metadata.get("version_checks") != VERSION_CHECKS[name]:
+        metadata["files"] = _hash_files(folder)
+        metadata["version_checks"] = VERSION_CHECKS[name]
+        metadata["repackaged"] = datetime.now(UTC).isoformat(timespec="seconds")
+        staging = folder / (integrity.METADATA_FILE + ".tmp")
+        staging.write_text(json.dumps(metadata, indent=2) + "\n")
+        staging.replace(folder / integrity.METADATA_FILE)
+        changed = True
+    return changed
 
 
 def recipe_key(recipe: dict[str, Any]) -> str:

@@ -75,9 +75,9 @@ PARAMETERS: dict[str, Any] = {
         "threshold": 0.95,
     },
 }
-_RECIPE_MODULES = (
-    "data.py", "scenarios.py", "training.py", "artifacts.py", "runtimes.py", "integrity.py",
-)  # fmt: skip
+# The code that shapes the trained files. The runtime modules only serve them: a change there
+# repackages the folders (artifacts.refresh_runtime_modules) without retraining.
+_RECIPE_MODULES = ("data.py", "scenarios.py", "training.py")
 
 
 def _code_sha256() -> str:
@@ -348,6 +348,9 @@ def train(*, force: bool = False, root: Path | None = None) -> TrainingReport:
             )
             for name in ARTIFACT_FOLDERS
         }
+        refreshed = [n for n in ARTIFACT_FOLDERS if artifacts.refresh_runtime_modules(n, root)]
+        if refreshed:
+            _progress(f"repackaged with the current runtime modules: {', '.join(refreshed)}")
         _progress("artifacts are up to date (same data, parameters, code and library versions)")
         return TrainingReport(True, time.perf_counter() - start, metrics)
 
