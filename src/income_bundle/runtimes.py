@@ -6,12 +6,17 @@ Packaging copies this file into every artifact folder as `income_runtimes.py` (w
 imports it from the model folder, here and in the cluster's `seldonio/mlserver` image alike, so it
 imports only what that image has: mlserver, its sklearn and alibi-detect runtimes, numpy, alibi.
 
-Each runtime is a thin subclass of a stock one that adds two things stock MLServer lacks:
+Each runtime is a thin subclass of a stock one that adds what stock MLServer lacks:
 - `load()` refuses an artifact whose files do not match the sha256 in `metadata.json`, or that was
   built with other versions of the libraries its files need;
 - `predict()` rejects a malformed request with a 400 that names the model, the input and what was
   expected, before any data reaches the model (stock MLServer answers some of these with a 500,
-  or predicts on garbage).
+  or predicts on garbage);
+- `predict()` records what monitoring needs (drift verdicts and per-feature p-values, outlier
+  counts and scores, predicted classes) as Prometheus metrics on MLServer's metrics endpoint.
+  MLServer's own custom metrics are histograms only, so these use prometheus_client directly:
+  created at load, after MLServer has put an inference worker's prometheus_client into its
+  multiprocess mode, so the main process aggregates them across workers.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from mlserver.model import MLModel
 from mlserver.types import InferenceRequest, InferenceResponse
 from mlserver_alibi_detect import AlibiDetectRuntime
 from mlserver_sklearn import SKLearnModel
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
 try:  # inside a model folder, beside this file
     import income_integrity as integrity
@@ -53,6 +59,28 @@ class ArtifactRefusedError(MLServerError):
 
     def __init__(self, msg: str):
         super().__init__(msg, status_code=500)
+
+
+# The outlier threshold learnt at training is about 0.45 (mean squared reconstruction error).
+OUTLIER_SCORE_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.45, 0.6, 1.0, 2.0, 5.0, 10.0, 50.0)
+
+
+def _metric(kind: type, name: str, documentation: str, labels: list[str], **kwargs: Any) -> Any:
+    """The process's one metric of this name, created on first use."""
+    existing = REGISTRY._names_to_collectors.get(name)
+    if existing is not None:  # another model in this process, or another copy of this module
+        return existing
+    if kind is Gauge:
+        # Workers each hold a value; the newest run's is the one to report.
+        kwargs.setdefault("multiprocess_mode", "mostrecent")
+    return kind(name, documentation, labels, registry=REGISTRY, **kwargs)
+
+
+def _output(response: InferenceResponse, name: str) -> np.ndarray | None:
+    for output in response.outputs:
+        if output.name == name:
+            return np.asarray(NumpyCodec.decode_output(output))
+    return None
 
 
 def _replace_data(payload: InferenceRequest, X: np.ndarray) -> InferenceRequest:
@@ -130,15 +158,40 @@ class _VerifiedArtifact:
 
 
 class IncomeSKLearnRuntime(_VerifiedArtifact, SKLearnModel):
-    """The classifier and the preprocessor: stock sklearn runtime, verified and validated."""
+    """The classifier and the preprocessor: stock sklearn runtime, verified and validated.
+
+    A classifier whose settings name its classes (`parameters.extra.class_names`) counts its
+    predictions per class in `income_predictions_total`.
+    """
 
     async def load(self) -> bool:
         self._verify()
+        extra = (self._settings.parameters.extra if self._settings.parameters else None) or {}
+        self._class_names = list(extra.get("class_names") or [])
+        if self._class_names:
+            self._predictions = _metric(
+                Counter,
+                "income_predictions",
+                "Rows predicted, by model and predicted class.",
+                ["model", "class"],
+            )
         return await super().load()
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         self._check(payload)
-        return await super().predict(payload)
+        response = await super().predict(payload)
+        if self._class_names:
+            self._count_classes(response)
+        return response
+
+    def _count_classes(self, response: InferenceResponse) -> None:
+        predicted = _output(response, "predict")
+        if predicted is None:
+            return
+        counts = np.bincount(predicted.astype(np.int64).ravel(), minlength=len(self._class_names))
+        for class_name, count in zip(self._class_names, counts, strict=False):
+            if count:
+                self._predictions.labels(self.name, class_name).inc(int(count))
 
 
 class IncomeOutlierRuntime(_VerifiedArtifact, AlibiDetectRuntime):
@@ -146,11 +199,39 @@ class IncomeOutlierRuntime(_VerifiedArtifact, AlibiDetectRuntime):
 
     async def load(self) -> bool:
         self._verify()
+        self._rows = _metric(
+            Counter, "income_outlier_rows", "Rows scored by the outlier detector.", ["model"]
+        )
+        self._outliers = _metric(
+            Counter, "income_outlier_outliers", "Rows flagged as outliers.", ["model"]
+        )
+        self._scores = _metric(
+            Histogram,
+            "income_outlier_score",
+            "Outlier score per row (reconstruction error; higher is more unusual).",
+            ["model"],
+            buckets=OUTLIER_SCORE_BUCKETS,
+        )
         return await super().load()
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         response = await super().predict(_replace_data(payload, self._check(payload)))
-        return _drop_null_outputs(response)
+        response = _drop_null_outputs(response)
+        self._record(response)
+        return response
+
+    def _record(self, response: InferenceResponse) -> None:
+        flags = _output(response, "is_outlier")
+        if flags is None:
+            return
+        flags = flags.ravel()
+        self._rows.labels(self.name).inc(len(flags))
+        self._outliers.labels(self.name).inc(int(np.count_nonzero(flags)))
+        scores = _output(response, "instance_score")
+        if scores is not None:
+            histogram = self._scores.labels(self.name)
+            for score in scores.ravel():
+                histogram.observe(float(score))
 
 
 class IncomeDriftRuntime(_VerifiedArtifact, AlibiDetectRuntime):
@@ -165,13 +246,64 @@ class IncomeDriftRuntime(_VerifiedArtifact, AlibiDetectRuntime):
         self._verify()
         pooling = self._metadata.get("category_pooling") or {}
         self._pooling = {int(column): np.asarray(table) for column, table in pooling.items()}
+        self._metrics = {
+            "runs": _metric(Counter, "income_drift_runs", "Drift tests run.", ["model"]),
+            "rows": _metric(Counter, "income_drift_rows", "Rows drift-tested.", ["model"]),
+            "detected": _metric(
+                Counter, "income_drift_detected_runs", "Drift tests that found drift.", ["model"]
+            ),
+            "is_drift": _metric(
+                Gauge, "income_drift_is_drift", "1 if the last drift test found drift.", ["model"]
+            ),
+            "threshold": _metric(
+                Gauge,
+                "income_drift_threshold",
+                "Per-feature p-value below which a feature drifts (after correction).",
+                ["model"],
+            ),
+            "p_value": _metric(
+                Gauge,
+                "income_drift_feature_p_value",
+                "p-value of the last drift test, per feature.",
+                ["model", "feature"],
+            ),
+            "distance": _metric(
+                Gauge,
+                "income_drift_feature_distance",
+                "Test statistic of the last drift test, per feature (K-S distance or chi-squared).",
+                ["model", "feature"],
+            ),
+        }
         return await super().load()
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         X = self._check(payload)
         for column, table in self._pooling.items():
             X[:, column] = table[X[:, column].astype(np.int64)]
-        return await super().predict(_replace_data(payload, X))
+        response = await super().predict(_replace_data(payload, X))
+        self._record(len(X), response)
+        return response
+
+    def _record(self, rows: int, response: InferenceResponse) -> None:
+        is_drift = _output(response, "is_drift")
+        if is_drift is None:  # no test ran (e.g. a batch still filling)
+            return
+        drifted = int(is_drift.ravel()[0])
+        metrics = self._metrics
+        metrics["runs"].labels(self.name).inc()
+        metrics["rows"].labels(self.name).inc(rows)
+        metrics["detected"].labels(self.name).inc(drifted)
+        metrics["is_drift"].labels(self.name).set(drifted)
+        threshold = _output(response, "threshold")
+        if threshold is not None:
+            metrics["threshold"].labels(self.name).set(float(threshold.ravel()[0]))
+        names = self._feature_names or [str(i) for i in range(self._width)]
+        for output, gauge in (("p_val", "p_value"), ("distance", "distance")):
+            values = _output(response, output)
+            if values is None:
+                continue
+            for feature, value in zip(names, values.ravel(), strict=False):
+                metrics[gauge].labels(self.name, feature).set(float(value))
 
 
 class IncomeExplainerRuntime(_VerifiedArtifact, MLModel):
