@@ -63,6 +63,10 @@ format: deps ## Apply ruff's formatting and safe fixes
 docs: deps ## Regenerate the README's Ansible variables table from the argument specs
 	$(BIN)/python -c "from income_bundle.ansible_docs import main; main()"
 
+.PHONY: dashboard
+dashboard: deps ## Regenerate the Grafana dashboard monitoring/grafana/income-dashboard.json from its code
+	$(BIN)/python -m income_bundle.monitoring.dashboard --write
+
 ANSIBLE_PLAYBOOK := cd ansible && PATH="$(CURDIR)/$(BIN):$$PATH" ansible-playbook
 MESH ?= 127.0.0.1:9080
 KAFKA ?= 127.0.0.1:9092
