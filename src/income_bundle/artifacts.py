@@ -47,7 +47,15 @@ VERSION_CHECKS: dict[str, dict[str, str]] = {
 }  # fmt: skip
 # Package module -> the name MLServer imports it by from the model folder.
 RUNTIME_MODULES = {"runtimes.py": "income_runtimes.py", "integrity.py": "income_integrity.py"}
+# The detectors also serve KServe's logger (kserve/): their CloudEvents runtime rides along.
+DETECTOR_MODULES = {"kserve/runtime.py": "income_cloudevents.py"}
 _NOT_HASHED = {"model-settings.json", integrity.METADATA_FILE}
+
+
+def runtime_modules(name: str) -> dict[str, str]:
+    """Package module -> file name in the model folder, for one model."""
+    extra = DETECTOR_MODULES if ARTIFACT_FOLDERS[name].startswith("detectors/") else {}
+    return {**RUNTIME_MODULES, **extra}
 
 
 def library_versions() -> dict[str, str | None]:
@@ -99,8 +107,8 @@ def package_artifact(
             continue
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     write_files(folder)
-    for source, target in RUNTIME_MODULES.items():
-        shutil.copyfile(Path(__file__).with_name(source), folder / target)
+    for source, target in runtime_modules(name).items():
+        shutil.copyfile(Path(__file__).parent / source, folder / target)
     metadata = {
         "name": name,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -127,8 +135,8 @@ def refresh_runtime_modules(name: str, root: Path | None = None) -> bool:
     if metadata is None:
         raise ArtifactError(f"{folder} has no {integrity.METADATA_FILE}: train it first")
     changed = False
-    for source, target in RUNTIME_MODULES.items():
-        content = Path(__file__).with_name(source).read_bytes()
+    for source, target in runtime_modules(name).items():
+        content = (Path(__file__).parent / source).read_bytes()
         path = folder / target
         if not path.is_file() or path.read_bytes() != content:
             # Replace atomically: an MLServer loading this folder meanwhile sees old or new, whole.

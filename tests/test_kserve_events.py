@@ -1,0 +1,306 @@
+"""The KServe path's CloudEvents contract, end to end on real MLServer, without Kubernetes.
+
+Each detector starts as its Knative Service in kserve/detectors.yaml starts it (folder, environment,
+worker count; the checkout stands in for the mount). Events are built with the cloudevents SDK the
+way KServe's logger builds them (binary mode, its extensions, a request and its response sharing
+one ce-id) and replies are parsed with the SDK. The drift detector's batch is one state for the
+whole module, so every test starts and ends with an empty batch, and says so.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from itertools import count
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from cloudevents.v1.conversion import to_binary
+from cloudevents.v1.http import CloudEvent, from_http
+
+import income_bundle
+from income_bundle.kserve.manifests import local_detector
+from income_bundle.scenarios import v2_request
+from income_bundle.server import MLServer
+
+BATCH = 20
+ROWS_PER_REQUEST = 5
+# The contract, spelt out here rather than imported (the runtime module imports MLServer, which
+# must not share a process with tritonclient): what KServe's logger sends, what we answer.
+REQUEST_EVENT_TYPE = "org.kubeflow.serving.inference.request"
+RESPONSE_EVENT_TYPE = "org.kubeflow.serving.inference.response"
+DRIFT_EVENT_TYPE = "io.income-bundle.drift"
+OUTLIER_EVENT_TYPE = "io.income-bundle.outlier"
+_ids = count()
+
+
+class Detector:
+    """One detector's MLServer and its CloudEvents route."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.local = local_detector(name)
+        self.server = MLServer(
+            models={name: self.local.folder},
+            parallel_workers=self.local.parallel_workers,
+            extra_env=self.local.env,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"{self.server.http_url}/cloudevents/{self.name}"
+
+    def post(self, headers: dict, body: bytes) -> requests.Response:
+        return requests.post(self.url, headers=headers, data=body, timeout=60)
+
+    def state(self) -> dict:
+        response = requests.get(self.url + "/state", timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+
+@pytest.fixture(scope="module")
+def detectors(training_report) -> Iterator[dict[str, Detector]]:
+    started = {name: Detector(name) for name in ("income-drift", "income-outlier")}
+    errors: list[BaseException] = []
+
+    def start(detector: Detector) -> None:
+        try:
+            detector.server.start()
+        except BaseException as e:  # reported below, with the others stopped
+            errors.append(e)
+
+    threads = [threading.Thread(target=start, args=(d,)) for d in started.values()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        if errors:
+            raise errors[0]
+        yield started
+    finally:
+        for detector in started.values():
+            detector.server.stop()
+
+
+@pytest.fixture
+def drift(detectors) -> Iterator[Detector]:
+    detector = detectors["income-drift"]
+    assert detector.state()["rows_held"] == 0, "a previous test left rows in the drift batch"
+    yield detector
+    assert detector.state()["rows_held"] == 0, "this test left rows in the drift batch"
+
+
+@pytest.fixture
+def outlier(detectors) -> Detector:
+    return detectors["income-outlier"]
+
+
+def logger_event(
+    ce_type: str, event_id: str, body: dict, **overrides: str
+) -> tuple[dict[str, str], bytes]:
+    """What KServe's logger posts: binary mode, its extensions, the V2 JSON as data."""
+    attributes = {
+        "type": ce_type,
+        "source": "income-predictor-00001-deployment-7d9f8",  # the pod's name
+        "id": event_id,
+        "inferenceservicename": "income",
+        "namespace": "income-kserve",
+        "component": "predictor",
+        "endpoint": "default",
+        "metadata": "{}",
+        "datacontenttype": "application/json",
+        **overrides,
+    }
+    return to_binary(CloudEvent(attributes, body))
+
+
+def v2_response(X: np.ndarray) -> dict:
+    return {
+        "model_name": "income",
+        "outputs": [{"name": "predict", "datatype": "INT64", "shape": [len(X), 1],
+                     "data": [int(v) for v in (X[:, 0] > 40)]}],
+    }  # fmt: skip
+
+
+def replay(detector: Detector, X: np.ndarray, rows: int = ROWS_PER_REQUEST) -> list[tuple]:
+    """Requests of `rows` rows, each followed by its .response twin; (ce-id, reply) per request."""
+    replies = []
+    for start in range(0, len(X), rows):
+        chunk = X[start : start + rows]
+        event_id = f"req-{next(_ids)}"
+        reply = detector.post(*logger_event(REQUEST_EVENT_TYPE, event_id, v2_request(chunk)))
+        ignored = detector.post(*logger_event(RESPONSE_EVENT_TYPE, event_id, v2_response(chunk)))
+        assert ignored.status_code == 202 and not ignored.content, ignored.text
+        replies.append((event_id, reply))
+    return replies
+
+
+def no_event(reply: requests.Response) -> bool:
+    return (
+        reply.status_code == 202
+        and not reply.content
+        and not any(k.lower().startswith("ce-") for k in reply.headers)
+    )
+
+
+def parsed(reply: requests.Response):
+    """The reply as a CloudEvent 1.0, parsed by the SDK (which raises if it is not one)."""
+    assert reply.status_code == 200, reply.text
+    event = from_http(dict(reply.headers), reply.content)
+    assert event["specversion"] == "1.0"
+    return event, json.loads(reply.content)
+
+
+def test_detectors_start_as_the_manifests_say(detectors):
+    for name, detector in detectors.items():
+        assert (
+            detector.local.folder.name == name and detector.local.folder.parent.name == "detectors"
+        )
+        assert detector.local.parallel_workers == 0
+        assert detector.local.env["PYTHONPATH"].endswith(f"/detectors/{name}")
+    assert detectors["income-drift"].local.env["INCOME_EVENTS_BATCH_SIZE"] == str(BATCH)
+    assert detectors["income-drift"].state()["batch_size"] == BATCH
+
+
+def test_reference_traffic_gives_no_drift_event(drift, scenario):
+    before = drift.state()
+    replies = replay(drift, scenario["reference"].X[: 2 * BATCH])
+    assert all(no_event(reply) for _, reply in replies), [r.text for _, r in replies]
+    after = drift.state()
+    assert after["batches"] == before["batches"] + 2
+    assert after["drift_events"] == before["drift_events"]
+    assert after["responses_ignored"] == before["responses_ignored"] + len(replies)
+    assert after["last_verdict"]["is_drift"] == 0
+    assert after["last_verdict"]["batch_rows"] == BATCH
+
+
+def test_drift_event_after_20_drifted_rows(drift, scenario):
+    replies = replay(drift, scenario["low-education"].X[:BATCH])
+    *waiting, (completing_id, completing) = replies
+    assert len(waiting) == BATCH // ROWS_PER_REQUEST - 1
+    assert all(no_event(reply) for _, reply in waiting)
+    assert [r.headers["x-income-events"] for _, r in waiting] == [
+        f"{n}/{BATCH} rows held" for n in range(ROWS_PER_REQUEST, BATCH, ROWS_PER_REQUEST)
+    ]
+    event, data = parsed(completing)
+    assert event["type"] == DRIFT_EVENT_TYPE
+    assert event["requestid"] == completing_id
+    assert event["inferenceservicename"] == "income" and event["namespace"] == "income-kserve"
+    assert event["source"] and event["id"] != completing_id
+    assert data["is_drift"] == 1 and data["batch_rows"] == BATCH
+    assert len(data["p_val"]) == len(data["distance"]) == 12
+    assert "Education" in data["drifting_features"]
+    assert drift.state()["last_verdict"]["requestid"] == completing_id
+
+
+def test_outliers_are_flagged_on_the_outlier_rows(outlier, scenario):
+    data_set = scenario["outliers"]
+    event_id = f"req-{next(_ids)}"
+    reply = outlier.post(
+        *logger_event(REQUEST_EVENT_TYPE, event_id, v2_request(data_set.X[:BATCH]))
+    )
+    event, data = parsed(reply)
+    assert event["type"] == OUTLIER_EVENT_TYPE and event["requestid"] == event_id
+    assert data["is_outlier"] == data_set.is_outlier[:BATCH].astype(int).tolist()
+    assert data["outlier_rows"] == np.flatnonzero(data_set.is_outlier[:BATCH]).tolist()
+    assert len(data["instance_score"]) == BATCH
+
+
+def test_reference_rows_give_no_outlier_event(outlier, scenario):
+    replies = replay(outlier, scenario["reference"].X[:BATCH])
+    assert all(no_event(reply) for _, reply in replies), [r.text for _, r in replies]
+
+
+def _malformed(scenario) -> dict[str, tuple[dict, bytes, tuple[str, ...]]]:
+    """Malformed events, each with the words its rejection must contain."""
+    X = scenario["reference"].X[:3]
+    good_headers, good_body = logger_event(REQUEST_EVENT_TYPE, "bad-0", v2_request(X))
+    without_type = {k: v for k, v in good_headers.items() if k.lower() != "ce-type"}
+    bytes_tensor = {"inputs": [{"name": "predict", "datatype": "BYTES", "shape": [1, 12],
+                                "data": ["a"] * 12}]}  # fmt: skip
+    wide = v2_request(np.hstack([X, X[:, :1]]))
+    two_inputs = {"inputs": v2_request(X)["inputs"] * 2}
+    nan = v2_request(X)
+    nan["inputs"][0]["data"][5] = "NaN"
+    return {
+        "no ce-type": (without_type, good_body, ("ce-type",)),
+        "non-JSON body": (good_headers, b"rows: 1,2,3", ("not JSON",)),
+        "not a V2 request": (good_headers, b'{"instances": [[1, 2]]}', ("V2", "inputs")),
+        "wrong tensor shape": (
+            *logger_event(REQUEST_EVENT_TYPE, "bad-1", wide), ("shape", "[-1, 12]")),
+        "BYTES tensor": (
+            *logger_event(REQUEST_EVENT_TYPE, "bad-2", bytes_tensor), ("BYTES", "numeric")),
+        "two inputs": (*logger_event(REQUEST_EVENT_TYPE, "bad-3", two_inputs), ("2 inputs",)),
+        "not a number": (*logger_event(REQUEST_EVENT_TYPE, "bad-4", nan), ("row 0", "number")),
+        "old spec version": (
+            {**good_headers, "ce-specversion": "0.3"}, good_body, ("ce-specversion", "1.0")),
+        "unknown type": (
+            {**good_headers, "ce-type": "com.example.other"}, good_body, ("ce-type", REQUEST_EVENT_TYPE)),
+        "structured mode": (
+            {"content-type": "application/cloudevents+json"},
+            json.dumps({"specversion": "1.0", "type": REQUEST_EVENT_TYPE, "id": "s", "source": "x",
+                        "data": v2_request(X)}).encode(),
+            ("structured", "binary"),
+        ),
+    }  # fmt: skip
+
+
+def test_malformed_events_get_a_clear_4xx_and_do_not_poison_the_batch(drift, outlier, scenario):
+    cases = _malformed(scenario)
+    for detector in (drift, outlier):
+        before = detector.state()
+        for case, (headers, body, words) in cases.items():
+            reply = detector.post(headers, body)
+            assert 400 <= reply.status_code < 500, (detector.name, case, reply.status_code)
+            assert not any(k.lower().startswith("ce-") for k in reply.headers), case
+            message = reply.json()["error"]
+            assert detector.name in message, (case, message)
+            assert all(word in message for word in words), (detector.name, case, message)
+        after = detector.state()
+        assert after["rejected"] == before["rejected"] + len(cases)
+        assert after["requests"] == before["requests"]
+    assert drift.state()["rows_held"] == 0
+    # The batch is intact: 20 reference rows complete exactly one batch, without drift.
+    batches = drift.state()["batches"]
+    replies = replay(drift, scenario["reference"].X[:BATCH])
+    assert all(no_event(reply) for _, reply in replies)
+    state = drift.state()
+    assert state["batches"] == batches + 1 and state["last_verdict"]["batch_rows"] == BATCH
+    assert state["last_verdict"]["is_drift"] == 0
+
+
+def test_a_redelivered_event_counts_once(drift, scenario):
+    X = scenario["low-education"].X
+    headers, body = logger_event(
+        REQUEST_EVENT_TYPE, "redelivered", v2_request(X[:ROWS_PER_REQUEST])
+    )
+    assert no_event(drift.post(headers, body))
+    again = drift.post(headers, body)
+    assert no_event(again) and again.headers["x-income-events"] == "duplicate ce-id ignored"
+    assert drift.state()["rows_held"] == ROWS_PER_REQUEST
+    *_, (_, last) = replay(drift, X[ROWS_PER_REQUEST:BATCH])
+    assert parsed(last)[1]["batch_rows"] == BATCH
+
+
+def test_the_detectors_keep_serving_v2_after_all_that(detectors, scenario):
+    for name, detector in detectors.items():
+        assert requests.get(f"{detector.server.http_url}/v2/models/{name}/ready", timeout=10).ok
+
+
+def test_the_cloudevents_runtime_is_part_of_each_detector_artifact(training_report):
+    from income_bundle.artifacts import read_metadata
+    from income_bundle.integrity import file_sha256
+    from income_bundle.paths import artifact_dir
+
+    source = Path(income_bundle.__file__).parent / "kserve" / "runtime.py"
+    for name in ("income-drift", "income-outlier"):
+        folder = artifact_dir(name)
+        copy = folder / "income_cloudevents.py"
+        assert copy.read_bytes() == source.read_bytes()
+        assert read_metadata(folder)["files"]["income_cloudevents.py"] == file_sha256(copy)
+    assert not (artifact_dir("income") / "income_cloudevents.py").exists()
