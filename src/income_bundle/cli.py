@@ -168,6 +168,26 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from income_bundle.monitoring.report import parse_time, write_report
+
+    result = write_report(
+        args.traffic,
+        args.output,
+        since=parse_time(args.since) if args.since else None,
+        until=parse_time(args.until) if args.until else None,
+        last_rows=args.last_rows,
+        pipeline=args.pipeline,
+        detector=args.detector,
+    )
+    drifting = f" in {', '.join(result.drifted)}" if result.drifted else ""
+    print(
+        f"wrote {args.output}: {result.rows} rows, {result.verdict}{drifting} "
+        f"(p-value threshold {result.threshold:.4g})"
+    )
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from income_bundle.demo import run_demo
 
@@ -293,6 +313,41 @@ def build_parser() -> argparse.ArgumentParser:
         "--url", default="127.0.0.1:9000", help="gateway REST address (default: %(default)s)"
     )
     inspect.set_defaults(func=_cmd_inspect)
+
+    report = commands.add_parser(
+        "report",
+        help="write a static HTML drift report: per-feature distributions, reference vs current, "
+        "and p-values, for a window of traffic",
+    )
+    report.add_argument(
+        "traffic",
+        type=Path,
+        nargs="?",
+        default=project_root() / "build" / "state" / "traffic.jsonl",
+        help="the gateway's JSONL traffic log (one pipeline request a line) or a scenario .npz "
+        "(default: build/state/traffic.jsonl, which 'income-bundle serve' writes)",
+    )
+    report.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=project_root() / "build" / "drift-report.html",
+        help="HTML file to write (default: build/drift-report.html)",
+    )
+    report.add_argument(
+        "--since", help="first request time: ISO-8601 (UTC unless it has an offset) or unix seconds"
+    )
+    report.add_argument("--until", help="end of the window (exclusive), same forms as --since")
+    report.add_argument(
+        "--last-rows", type=int, metavar="N", help="only the window's last N rows (after the times)"
+    )
+    report.add_argument("--pipeline", help="only requests to this pipeline (JSONL traffic only)")
+    report.add_argument(
+        "--detector",
+        type=Path,
+        help="drift detector folder (default: detectors/income-drift)",
+    )
+    report.set_defaults(func=_cmd_report)
 
     demo = commands.add_parser(
         "demo", help="train if needed, serve, run the three income scenarios, print a table"
