@@ -216,7 +216,8 @@ def impatient_seldon(training_report, seldon_bundle):
     """A second gateway with a 1 s step timeout, stopped (and its MLServer killed) by its test."""
     from income_bundle.seldon.local import LocalSeldon, ServeConfig
 
-    with LocalSeldon(ServeConfig(bundle_dir=seldon_bundle, step_timeout_s=1.0)) as gateway:
+    config = ServeConfig(bundle_dir=seldon_bundle, step_timeout_s=1.0, state_dir=None)
+    with LocalSeldon(config) as gateway:
         yield gateway
 
 

@@ -100,8 +100,70 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             step_timeout_s=args.step_timeout,
             async_queue_size=args.async_queue_size,
             parallel_workers=args.parallel_workers,
+            mlserver_metrics_port=args.mlserver_metrics_port,
+            state_dir=None if args.no_state else args.state_dir,
         )
     )
+    return 0
+
+
+def _post_json(url: str, body: dict) -> tuple[int, dict]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        url, json.dumps(body).encode(), {"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def _cmd_feedback(args: argparse.Namespace) -> int:
+    import urllib.error
+
+    url = f"{args.url.rstrip('/')}/v2/pipelines/{args.pipeline}/feedback"
+    if args.file:
+        entries = []
+        for number, line in enumerate(Path(args.file).read_text().splitlines(), 1):
+            if line.strip():
+                try:
+                    entries.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    print(f"error: {args.file}:{number}: not JSON: {e}", file=sys.stderr)
+                    return 2
+    elif args.id and args.truth:
+        truth = [int(t) if t.isdigit() else t for t in args.truth.split(",")]
+        entries = [{"id": args.id, "truth": truth}]
+    else:
+        print("error: give --id and --truth, or --file", file=sys.stderr)
+        return 2
+    failed = 0
+    for entry in entries:
+        try:
+            status, body = _post_json(url, entry)
+        except urllib.error.URLError as e:
+            print(f"error: no gateway at {args.url} ({e.reason})", file=sys.stderr)
+            return 1
+        if status != 200:
+            failed += 1
+            print(f"error: {body.get('error', status)}", file=sys.stderr)
+        else:
+            print(json.dumps(body))
+    return 1 if failed else 0
+
+
+def _cmd_labelling(args: argparse.Namespace) -> int:
+    from income_bundle.monitoring.recorder import export_labelling
+
+    try:
+        written = export_labelling(args.state_dir, args.out, args.reason or None)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"{written} rows written to {args.out}")
     return 0
 
 
@@ -275,7 +337,49 @@ def build_parser() -> argparse.ArgumentParser:
         default=2,
         help="MLServer inference workers (default: %(default)s)",
     )
+    serve.add_argument(
+        "--mlserver-metrics-port",
+        type=int,
+        default=9002,
+        help="MLServer's Prometheus metrics port (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--state-dir",
+        type=Path,
+        default=project_root() / "build" / "state",
+        help="traffic log, feedback and labelling dataset (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--no-state", action="store_true", help="keep no traffic log, feedback or labelling data"
+    )
     serve.set_defaults(func=_cmd_serve)
+
+    feedback = commands.add_parser(
+        "feedback", help="send true labels for a pipeline request (by its x-request-id)"
+    )
+    feedback.add_argument("--url", default="http://127.0.0.1:9000", help="the gateway")
+    feedback.add_argument("--pipeline", default="income-production")
+    feedback.add_argument("--id", help="the request id (x-request-id of the response)")
+    feedback.add_argument("--truth", help="one label per row, comma-separated: 0/1 or <=50K/>50K")
+    feedback.add_argument(
+        "--file", type=Path, help='JSON Lines of {"id": ..., "truth": [...]} instead'
+    )
+    feedback.set_defaults(func=_cmd_feedback)
+
+    labelling = commands.add_parser(
+        "labelling", help="export the labelling dataset (flagged and drifted traffic)"
+    )
+    labelling.add_argument(
+        "--state-dir",
+        type=Path,
+        default=project_root() / "build" / "state",
+        help="the gateway's state dir (default: %(default)s)",
+    )
+    labelling.add_argument("--out", type=Path, required=True, help="a .csv or .jsonl file")
+    labelling.add_argument(
+        "--reason", action="append", choices=["outlier", "drift"], help="only these reasons"
+    )
+    labelling.set_defaults(func=_cmd_labelling)
 
     infer = commands.add_parser(
         "infer", help="call a model or '<pipeline>.pipeline' through the gateway"

@@ -172,6 +172,8 @@ def train_classifier(splits: scenarios.Splits):
     for key, value in _classifier_metrics(baseline, splits.x_heldout, splits.y_heldout).items():
         metrics[f"baseline_random_forest_50_{key}"] = value
     metrics["heldout_rows"] = len(splits.y_heldout)
+    # The label mix the model was validated on: the reference for target drift from feedback.
+    metrics["heldout_positive_rate"] = float(np.mean(splits.y_heldout))
     metrics["train_rows"] = len(splits.y_train)
     return model, metrics
 

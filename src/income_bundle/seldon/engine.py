@@ -8,6 +8,10 @@
   once at least `size` rows are held;
 - independent steps run concurrently; steps the output does not need (the drift detector) run
   after the response, through a bounded queue that counts what it drops.
+
+Observers (monitoring) see each request's step results once its response is ready, and the
+asynchronous steps' results once they ran; a batched step's result names the requests whose rows
+it held.
 """
 
 from __future__ import annotations
@@ -20,11 +24,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from income_bundle.seldon.bundle import Pipeline, Step, TensorRef
 from income_bundle.seldon.tensors import Tensor, TensorError, concat_rows
 
-__all__ = ["GatewayError", "ModelCall", "PipelineEngine", "StepResult"]
+__all__ = ["GatewayError", "ModelCall", "PipelineEngine", "PipelineObserver", "StepResult"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +51,18 @@ class StepResult:
     outputs: list[Tensor]
     finished: float = field(default_factory=time.time)
     error: str | None = None
+    # For a batched step: (request id, rows) of every request whose rows the call held.
+    members: list[tuple[str, int]] = field(default_factory=list)
+
+
+class PipelineObserver(Protocol):
+    def request_done(
+        self, pipeline: str, request_id: str, inputs: list[Tensor], results: dict[str, StepResult]
+    ) -> None: ...
+
+    def async_done(
+        self, pipeline: str, request_id: str, results: dict[str, StepResult]
+    ) -> None: ...
 
 
 @dataclass
@@ -53,12 +70,25 @@ class _Run:
     """One pipeline request: its inputs and a future per step (None: the step did not fire)."""
 
     inputs: list[Tensor]
+    request_id: str = ""
     results: dict[str, asyncio.Future] = field(default_factory=dict)
+
+    def settled(self, names: list[str] | set[str]) -> dict[str, StepResult]:
+        """The results of these steps that fired and succeeded."""
+        found = {}
+        for name in names:
+            future = self.results[name]
+            if not future.done() or future.cancelled() or future.exception() is not None:
+                continue
+            if (result := future.result()) is not None:
+                found[name] = result
+        return found
 
 
 @dataclass
 class _Batch:
     held: list[list[Tensor]] = field(default_factory=list)
+    members: list[tuple[str, int]] = field(default_factory=list)
     rows: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -90,6 +120,7 @@ class PipelineEngine:
         self.latest_inputs: list[Tensor] = []
         self.latest_outputs: list[Tensor] = []
         self.counters = {"requests": 0, "async_dropped": 0, "async_processed": 0, "async_failed": 0}
+        self.observers: list[PipelineObserver] = []
 
     def _ref(self, text: str) -> TensorRef:
         ref = _parse_reference(text, self.pipeline.name)
@@ -135,10 +166,10 @@ class PipelineEngine:
 
     # -- requests ----------------------------------------------------------------------------
 
-    async def infer(self, inputs: list[Tensor]) -> list[Tensor]:
+    async def infer(self, inputs: list[Tensor], request_id: str = "") -> list[Tensor]:
         self.counters["requests"] += 1
         self.latest_inputs = inputs
-        run = _Run(inputs)
+        run = _Run(inputs, request_id)
         loop = asyncio.get_running_loop()
         for name in self.steps:
             run.results[name] = loop.create_future()
@@ -153,7 +184,22 @@ class PipelineEngine:
             if self.async_steps:
                 self._enqueue(run)
         self.latest_outputs = outputs
+        if self.observers:
+            results = run.settled(self.sync_steps)
+            for observer in self.observers:
+                self._notify(observer.request_done, self.pipeline.name, request_id, inputs, results)
         return outputs
+
+    def _notify(self, method: Callable, *args) -> None:
+        """Monitoring must never fail a request or the asynchronous worker."""
+        try:
+            method(*args)
+        except Exception:
+            log.exception("pipeline %s: observer %s failed", self.pipeline.name, method)
+
+    def held_rows(self) -> dict[str, int]:
+        """Rows each batched step holds towards its next call."""
+        return {name: batch.rows for name, batch in self._batches.items()}
 
     def _enqueue(self, run: _Run) -> None:
         try:
@@ -175,6 +221,10 @@ class PipelineEngine:
             self.counters["async_processed"] += 1
             for error in failed:
                 log.warning("pipeline %s: asynchronous step failed: %s", self.pipeline.name, error)
+            if self.observers:
+                results = run.settled(self.async_steps)
+                for observer in self.observers:
+                    self._notify(observer.async_done, self.pipeline.name, run.request_id, results)
             if self._queue.empty():
                 self._idle.set()
 
@@ -254,25 +304,32 @@ class PipelineEngine:
             tensors = _apply_tensor_map(gathered, step.tensor_map)
         else:
             tensors = list(run.inputs)
+        members: list[tuple[str, int]] = []
         if step.batch_size:
-            tensors = await self._accumulate(step, tensors)
-            if tensors is None:
+            batched = await self._accumulate(step, tensors, run.request_id)
+            if batched is None:
                 return None
+            tensors, members = batched
         outputs = await self._call(step, tensors)
-        result = StepResult(tensors, outputs)
+        result = StepResult(tensors, outputs, members=members)
         self.latest[step.name] = result
         return result
 
-    async def _accumulate(self, step: Step, tensors: list[Tensor]) -> list[Tensor] | None:
+    async def _accumulate(
+        self, step: Step, tensors: list[Tensor], request_id: str
+    ) -> tuple[list[Tensor], list[tuple[str, int]]] | None:
         batch = self._batches[step.name]
         async with batch.lock:
+            rows = tensors[0].rows if tensors else 0
             batch.held.append(tensors)
-            batch.rows += tensors[0].rows if tensors else 0
+            batch.members.append((request_id, rows))
+            batch.rows += rows
             if batch.rows < (step.batch_size or 0):
                 return None
-            held, batch.held, batch.rows = batch.held, [], 0
+            held, members = batch.held, batch.members
+            batch.held, batch.members, batch.rows = [], [], 0
         try:
-            return [concat_rows(list(group)) for group in itertools.zip_longest(*held)]
+            return [concat_rows(list(group)) for group in itertools.zip_longest(*held)], members
         except (TensorError, TypeError) as e:
             raise GatewayError(
                 400, f"pipeline {self.pipeline.name}, step {step.name}: cannot batch: {e}"

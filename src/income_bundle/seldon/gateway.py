@@ -16,12 +16,12 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -29,6 +29,9 @@ from income_bundle import integrity
 from income_bundle.seldon.bundle import Bundle, TensorRef
 from income_bundle.seldon.engine import GatewayError, PipelineEngine
 from income_bundle.seldon.tensors import Tensor, TensorError, from_json, to_json
+
+if TYPE_CHECKING:
+    from income_bundle.monitoring.recorder import PipelineMonitor
 
 __all__ = ["SELDON_MODEL_HEADER", "Gateway", "MLServerForwarder", "ModelContract"]
 
@@ -224,6 +227,12 @@ class GatewayMetrics:
             ["model", "outcome"],
             registry=self.registry,
         )
+        self.model_ready = Gauge(
+            "seldon_gateway_model_ready",
+            "1 if MLServer reported the model ready at the last check, else 0.",
+            ["model"],
+            registry=self.registry,
+        )
 
     def watch_engines(self, engines: dict[str, PipelineEngine]) -> None:
         """Export the engines' own drop counts at scrape time (they stay the one source)."""
@@ -260,6 +269,8 @@ class Gateway:
         *,
         step_timeout_s: float = 30.0,
         async_queue_size: int = 1000,
+        monitor: PipelineMonitor | None = None,
+        ready_poll_s: float = 5.0,
     ):
         self.bundle = bundle
         self.forwarder = forwarder
@@ -277,6 +288,12 @@ class Gateway:
         }
         self.metrics.watch_engines(self.engines)
         self._entry_contracts: dict[str, list[ModelContract]] = {}
+        self.monitor = monitor
+        if monitor is not None:
+            for engine in self.engines.values():
+                engine.observers.append(monitor)
+        self.ready_poll_s = ready_poll_s
+        self._ready_poller: asyncio.Task | None = None
 
     async def _call_model(
         self, model: str, tensors: list[Tensor], extra: dict | None = None
@@ -293,11 +310,52 @@ class Gateway:
         await self.forwarder.start()
         for engine in self.engines.values():
             engine.start()
+        if self.ready_poll_s > 0:
+            self._ready_poller = asyncio.get_running_loop().create_task(self._poll_ready())
 
     async def close(self) -> None:
+        if self._ready_poller:
+            self._ready_poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ready_poller
         for engine in self.engines.values():
             await engine.stop()
         await self.forwarder.close()
+        if self.monitor is not None:
+            self.monitor.close()
+
+    async def _poll_ready(self) -> None:
+        """Keep `seldon_gateway_model_ready` current, for the IncomeModelDown alert."""
+        while True:
+            for model in sorted(self.bundle.models):
+                try:
+                    ready = await self.forwarder.ready(model)
+                except Exception:  # MLServer gone counts as not ready
+                    ready = False
+                self.metrics.model_ready.labels(model).set(1 if ready else 0)
+            await asyncio.sleep(self.ready_poll_s)
+
+    def feedback(self, pipeline: str, body: Any) -> dict[str, Any]:
+        """Ground truth for one pipeline request (see income_bundle.monitoring.feedback)."""
+        from income_bundle.monitoring.feedback import FeedbackError
+
+        pipeline = pipeline.removesuffix(PIPELINE_SUFFIX)
+        if pipeline not in self.engines:
+            raise GatewayError(
+                404, f"feedback: no pipeline {pipeline!r} (pipelines: {', '.join(self.engines)})"
+            )
+        if self.monitor is None:
+            raise GatewayError(501, "feedback: this gateway runs without monitoring (no state dir)")
+        if not isinstance(body, dict):
+            raise GatewayError(
+                400,
+                f"pipeline {pipeline} feedback: the body must be a JSON object "
+                '{"id": "<x-request-id>", "truth": [one label per row]}',
+            )
+        try:
+            return self.monitor.feedback(pipeline, body.get("id"), body.get("truth"))
+        except FeedbackError as e:
+            raise GatewayError(e.status, e.message) from e
 
     def targets(self) -> list[str]:
         return [
@@ -394,15 +452,16 @@ class Gateway:
         tensors: list[Tensor],
         extra: dict | None = None,
         protocol: str = "rest",
+        request_id: str = "",
     ) -> tuple[str, list[Tensor]]:
         """Route, check and run one request; record it in the metrics whatever happens."""
         with self._observed(protocol) as record:
             kind, name = self.resolve(header)
             record.update(kind=kind, name=name)
-            return name, await self._infer(kind, name, tensors, extra)
+            return name, await self._infer(kind, name, tensors, extra, request_id)
 
     async def _infer(
-        self, kind: str, name: str, tensors: list[Tensor], extra: dict | None
+        self, kind: str, name: str, tensors: list[Tensor], extra: dict | None, request_id: str = ""
     ) -> list[Tensor]:
         if kind == "model":
             self._check_model_request(name, tensors)
@@ -420,7 +479,7 @@ class Gateway:
                 contract.check(tensors)
             except GatewayError as e:
                 raise GatewayError(e.status, f"pipeline {name}: {e.message}") from e
-        return await self.engines[name].infer(tensors)
+        return await self.engines[name].infer(tensors, request_id)
 
     async def ready(self, header: str | None = None) -> bool:
         if header is None:
@@ -478,6 +537,7 @@ class Gateway:
             "source": source,
             "tensors": selected,
             "counters": dict(engine.counters),
+            "batches": engine.held_rows(),
         }
 
 
@@ -549,7 +609,7 @@ def build_rest_app(gateway: Gateway) -> web.Application:
                     headers={REQUEST_ID_HEADER: answer_id},
                 )
             name, outputs = await gateway.infer(
-                request.headers.get(SELDON_MODEL_HEADER), tensors, extra
+                request.headers.get(SELDON_MODEL_HEADER), tensors, extra, request_id=request_id
             )
         except GatewayError as e:
             return _error(e.status, e.message)
@@ -560,6 +620,17 @@ def build_rest_app(gateway: Gateway) -> web.Application:
             "outputs": [to_json(t) for t in outputs],
         }
         return _json(body, headers={REQUEST_ID_HEADER: request_id})
+
+    @routes.post("/v2/pipelines/{name}/feedback")
+    async def feedback(request: web.Request) -> web.Response:
+        try:
+            try:
+                body = orjson.loads(await request.read())
+            except orjson.JSONDecodeError as e:
+                raise GatewayError(400, f"feedback: the body is not JSON: {e}") from e
+            return _json(gateway.feedback(request.match_info["name"], body))
+        except GatewayError as e:
+            return _error(e.status, e.message)
 
     @routes.get("/v2/health/live")
     async def live(request: web.Request) -> web.Response:

@@ -84,7 +84,9 @@ class _Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             extra: dict = {"parameters": parameters} if parameters else {}
             if request.outputs:
                 extra["outputs"] = [{"name": o.name} for o in request.outputs]
-            name, outputs = await self.gateway.infer(_header(context), tensors, extra, "grpc")
+            name, outputs = await self.gateway.infer(
+                _header(context), tensors, extra, "grpc", request_id
+            )
         except GatewayError as e:
             await _abort(context, e)
         return to_grpc_response(

@@ -14,8 +14,12 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from income_bundle.errors import BundleError
+
+if TYPE_CHECKING:
+    from income_bundle.monitoring.recorder import PipelineMonitor
 from income_bundle.paths import project_root
 from income_bundle.process import ServerProcess, http_ok
 from income_bundle.seldon.bundle import Bundle, load_bundle
@@ -32,6 +36,7 @@ __all__ = [
 
 DEFAULT_HTTP_PORT = 9000
 DEFAULT_GRPC_PORT = 9001
+DEFAULT_MLSERVER_METRICS_PORT = 9002  # what `make monitor`'s Prometheus scrapes
 
 
 class InvalidBundleError(BundleError):
@@ -51,6 +56,9 @@ class ServeConfig:
     # Two workers let income and income-preprocess -> income-outlier run side by side
     # (pipeline p50 1.5x -> 1.2x the client-orchestrated critical path, measured).
     parallel_workers: int = 2
+    mlserver_metrics_port: int = DEFAULT_MLSERVER_METRICS_PORT
+    # Traffic log, feedback and labelling dataset; None serves without them.
+    state_dir: Path | None = field(default_factory=lambda: project_root() / "build" / "state")
 
 
 def load_valid_bundle(config: ServeConfig) -> Bundle:
@@ -89,6 +97,36 @@ def stage_models(bundle: Bundle, local_root: Path, directory: Path) -> dict[str,
     return staged
 
 
+def build_monitor(config: ServeConfig, bundle: Bundle, registry) -> PipelineMonitor:
+    """The gateway's traffic log, feedback and labelling dataset, configured from the artifacts:
+    classifiers are the models whose settings name their classes."""
+    from income_bundle.monitoring.recorder import ClassifierInfo, PipelineMonitor
+
+    classifiers: dict[str, ClassifierInfo] = {}
+    features: dict = {}
+    for name, model in sorted(bundle.models.items()):
+        folder = model.local_folder(config.local_root)
+        settings = json.loads((folder / "model-settings.json").read_text())
+        extra = (settings.get("parameters") or {}).get("extra") or {}
+        class_names = extra.get("class_names")
+        if not class_names:
+            continue
+        metadata = json.loads((folder / "metadata.json").read_text())
+        positive = (metadata.get("metrics") or {}).get("heldout_positive_rate")
+        if len(class_names) != 2 or positive is None:
+            continue  # target drift needs the reference label mix; only binary is recorded
+        classifiers[name] = ClassifierInfo(list(class_names), [1.0 - positive, positive])
+        features = features or (metadata.get("input_features") or {})
+    assert config.state_dir is not None
+    return PipelineMonitor(
+        config.state_dir,
+        feature_names=features.get("names") or [],
+        category_map={int(k): v for k, v in (features.get("category_map") or {}).items()},
+        classifiers=classifiers,
+        registry=registry,
+    )
+
+
 async def _run_gateway(
     config: ServeConfig, bundle: Bundle, mlserver: MLServer, stop: asyncio.Event
 ) -> None:
@@ -114,6 +152,10 @@ async def _run_gateway(
         step_timeout_s=config.step_timeout_s,
         async_queue_size=config.async_queue_size,
     )
+    if config.state_dir is not None:
+        gateway.monitor = build_monitor(config, bundle, gateway.metrics.registry)
+        for engine in gateway.engines.values():
+            engine.observers.append(gateway.monitor)
     await gateway.start()
     runner = web.AppRunner(build_rest_app(gateway), access_log=None)
     await runner.setup()
@@ -142,8 +184,19 @@ def serve(config: ServeConfig) -> None:
     with tempfile.TemporaryDirectory(prefix="income-seldon-") as tmp:
         staged = stage_models(bundle, config.local_root, Path(tmp))
         print(f"starting MLServer with {', '.join(staged)}", flush=True)
-        with MLServer(models=staged, parallel_workers=config.parallel_workers) as mlserver:
-            print(f"MLServer ready at {mlserver.http_url} (pid {mlserver.pid})", flush=True)
+        mlserver = MLServer(
+            models=staged,
+            parallel_workers=config.parallel_workers,
+            metrics_port=config.mlserver_metrics_port,
+        )
+        with mlserver:
+            print(
+                f"MLServer ready at {mlserver.http_url} (pid {mlserver.pid}), "
+                f"metrics at {mlserver.metrics_url}",
+                flush=True,
+            )
+            if config.state_dir is not None:
+                print(f"traffic, feedback and labelling data in {config.state_dir}", flush=True)
 
             async def main() -> None:
                 stop = asyncio.Event()
@@ -180,6 +233,8 @@ class LocalSeldon:
             self.config.http_port = free_port(self.config.host)
         if self.config.grpc_port == DEFAULT_GRPC_PORT:
             self.config.grpc_port = free_port(self.config.host)
+        if self.config.mlserver_metrics_port == DEFAULT_MLSERVER_METRICS_PORT:
+            self.config.mlserver_metrics_port = free_port(self.config.host)
         self.log_path = self.log_path or Path(
             tempfile.mkstemp(prefix="income-serve-", suffix=".log")[1]
         )
@@ -194,7 +249,12 @@ class LocalSeldon:
             "--step-timeout", str(self.config.step_timeout_s),
             "--async-queue-size", str(self.config.async_queue_size),
             "--parallel-workers", str(self.config.parallel_workers),
+            "--mlserver-metrics-port", str(self.config.mlserver_metrics_port),
         ]  # fmt: skip
+        if self.config.state_dir is None:
+            command.append("--no-state")
+        else:
+            command += ["--state-dir", str(self.config.state_dir)]
         self._process = ServerProcess(
             "income-bundle serve",
             command,
@@ -205,6 +265,10 @@ class LocalSeldon:
             lambda: http_ok(f"{self.http_url}/v2/health/ready"), self.ready_timeout_s, BundleError
         )
         return self
+
+    @property
+    def mlserver_metrics_url(self) -> str:
+        return f"http://{self.config.host}:{self.config.mlserver_metrics_port}/metrics"
 
     def mlserver_pid(self) -> int | None:
         """The MLServer process behind this gateway, from the serve log."""

@@ -1,0 +1,96 @@
+"""Ground truth arriving after the fact: rolling accuracy, label mix and target drift.
+
+Labels are keyed by the pipeline request id (the `x-request-id` Seldon answers with), one per
+row of that request. The tracker keeps a rolling window of the newest labelled rows; from it come
+the accuracy and the label distribution, and a chi-squared goodness-of-fit test of that
+distribution against the one the classifier was validated on gives the target-drift p-value.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["FeedbackError", "FeedbackTracker", "WindowStats", "parse_labels"]
+
+DEFAULT_WINDOW_ROWS = 500
+# Below this many labelled rows the window says too little to test (chi-squared needs a few
+# expected rows per class).
+MIN_TEST_ROWS = 50
+
+
+class FeedbackError(Exception):
+    """A feedback call the caller got wrong: HTTP status + message."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class WindowStats:
+    rows: int
+    accuracy: float | None
+    label_shares: dict[str, float]
+    target_drift_p_value: float | None
+
+
+def parse_labels(where: str, truth: object, class_names: Sequence[str]) -> list[int]:
+    """Class indices from a list of indices or class names; FeedbackError(400) otherwise."""
+    if not isinstance(truth, list) or not truth:
+        raise FeedbackError(
+            400, f"{where}: 'truth' must be a non-empty list with one label per row of the request"
+        )
+    labels = []
+    for position, label in enumerate(truth):
+        if isinstance(label, bool):
+            label = int(label)
+        if isinstance(label, int) and 0 <= label < len(class_names):
+            labels.append(label)
+        elif isinstance(label, str) and label in class_names:
+            labels.append(class_names.index(label))
+        else:
+            choices = ", ".join([*map(str, range(len(class_names))), *class_names])
+            raise FeedbackError(
+                400, f"{where}: truth[{position}] is {label!r}; expected one of {choices}"
+            )
+    return labels
+
+
+class FeedbackTracker:
+    """Rolling window of (truth, prediction) rows for one pipeline's classifier."""
+
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        reference_shares: Sequence[float],
+        window_rows: int = DEFAULT_WINDOW_ROWS,
+    ):
+        if len(reference_shares) != len(class_names):
+            raise ValueError("one reference share per class")
+        self.class_names = list(class_names)
+        self.reference_shares = np.asarray(reference_shares, dtype=float)
+        self.window: deque[tuple[int, int]] = deque(maxlen=window_rows)
+
+    def add(self, truth: Sequence[int], predicted: Sequence[int]) -> None:
+        self.window.extend(zip(truth, predicted, strict=True))
+
+    def stats(self) -> WindowStats:
+        rows = len(self.window)
+        if not rows:
+            return WindowStats(0, None, {}, None)
+        truth = np.fromiter((t for t, _ in self.window), dtype=np.int64, count=rows)
+        predicted = np.fromiter((p for _, p in self.window), dtype=np.int64, count=rows)
+        counts = np.bincount(truth, minlength=len(self.class_names))
+        shares = {name: float(c / rows) for name, c in zip(self.class_names, counts, strict=True)}
+        p_value = None
+        if rows >= MIN_TEST_ROWS:
+            from scipy.stats import chisquare
+
+            expected = self.reference_shares * rows
+            p_value = float(chisquare(counts, expected).pvalue)
+        return WindowStats(rows, float(np.mean(truth == predicted)), shares, p_value)
