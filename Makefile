@@ -99,6 +99,27 @@ inspect-cluster: ## Cluster path: the drift detector's latest verdict, read from
 test-cluster: deps ## Cluster path: end-to-end scenarios against a live cluster (MESH=host:port)
 	SELDON_MESH=$(MESH) $(BIN)/python -m pytest tests/test_cluster_live.py -v
 
+KSERVE_INGRESS_PORT ?= 8080
+KSERVE_NAMESPACE := income-kserve
+
+.PHONY: kserve
+kserve: deps artifacts ## KServe path: kind, cert-manager, Knative Serving + Kourier, Knative Eventing, KServe v0.20.0 (needs docker, kind, kubectl, helm)
+	$(ANSIBLE_PLAYBOOK) playbooks/preflight.yaml playbooks/kind-cluster.yaml playbooks/setup-kserve.yaml
+
+.PHONY: deploy-kserve
+deploy-kserve: deps ## KServe path: the income InferenceService, broker, triggers, detectors and event display, waited for and called once
+	$(ANSIBLE_PLAYBOOK) playbooks/deploy-kserve.yaml
+
+.PHONY: infer-kserve
+infer-kserve: deps ## KServe path: the three scenarios through the ingress, then the drift and outlier events the display received
+	@host=$$(kubectl -n $(KSERVE_NAMESPACE) get inferenceservice income -o jsonpath='{.status.url}' | cut -d/ -f3); \
+	  test -n "$$host" || { echo "error: no ready InferenceService income in $(KSERVE_NAMESPACE): run 'make kserve deploy-kserve'"; exit 1; }; \
+	  kubectl -n kourier-system port-forward svc/kourier $(KSERVE_INGRESS_PORT):80 --address 127.0.0.1 >/dev/null & pf=$$!; \
+	  trap "kill $$pf" EXIT; sleep 3; \
+	  $(BIN)/python -m income_bundle.kserve infer --url http://127.0.0.1:$(KSERVE_INGRESS_PORT) --host $$host || exit 1; \
+	  echo "== events the display received (drift after 20 drifted rows, outliers per request)"; sleep 5; \
+	  kubectl -n $(KSERVE_NAMESPACE) logs deploy/event-display --tail=200
+
 .PHONY: teardown
 teardown: deps ## Cluster path: delete the kind cluster
 	$(ANSIBLE_PLAYBOOK) playbooks/teardown.yaml
