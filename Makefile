@@ -44,6 +44,14 @@ artifacts: deps ## Train and package the five MLServer model folders (reuses up-
 demo: deps ## Train if needed, serve the bundle (MLServer + local Seldon gateway), run the three scenarios through income-production, print a table
 	$(CLI) demo
 
+.PHONY: serve
+serve: deps ## Serve the bundle locally until Ctrl-C: gateway on 127.0.0.1:9000 (REST) and 9001 (gRPC), MLServer metrics on 9002
+	$(CLI) serve
+
+.PHONY: monitor
+monitor: deps ## Prometheus (9090) and Alertmanager (9093) on loopback watching 'make serve', alerts printed (Debian packages prometheus, prometheus-alertmanager)
+	$(CLI) monitor
+
 .PHONY: test
 test: deps ## Run the test suite (trains artifacts once if needed)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

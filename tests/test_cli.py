@@ -19,7 +19,20 @@ SUBCOMMANDS = [
     "infer",
     "inspect",
     "demo",
+    "feedback",
+    "labelling",
+    "monitor",
+    "report",
 ]
+
+
+def test_the_list_here_is_every_subcommand():
+    import argparse
+
+    from income_bundle.cli import build_parser
+
+    (commands,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    assert set(commands.choices) == set(SUBCOMMANDS)
 
 
 def test_top_level_help_lists_every_subcommand():
@@ -51,3 +64,19 @@ def test_validate_reports_a_broken_bundle(tmp_path):
     assert result.returncode == 1
     assert result.stderr.startswith("error: ") and "is not valid" in result.stderr
     assert "Bad.Name" in result.stderr and "at least one step" in result.stderr
+
+
+def test_monitor_without_the_debian_packages_names_them(tmp_path):
+    # A PATH with python but without prometheus: what a machine without the packages sees.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    result = subprocess.run(
+        [CLI, "monitor"], capture_output=True, text=True, env={"PATH": str(bin_dir)}
+    )
+    assert result.returncode == 1
+    assert "apt-get install prometheus prometheus-alertmanager" in result.stderr
+
+
+def test_feedback_needs_an_id_and_labels_or_a_file():
+    result = subprocess.run([CLI, "feedback", "--id", "x"], capture_output=True, text=True)
+    assert result.returncode == 2 and "--truth" in result.stderr

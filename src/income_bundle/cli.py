@@ -155,6 +155,51 @@ def _cmd_feedback(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _cmd_monitor(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from income_bundle.monitoring.stack import (
+        AlertReceiver,
+        MonitoringStack,
+        MonitoringStackError,
+        missing_binaries,
+    )
+
+    problem = missing_binaries()
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with AlertReceiver(port=args.webhook_port, echo=True) as receiver:
+        stack = MonitoringStack(
+            gateway=args.gateway,
+            mlserver_metrics=args.mlserver_metrics,
+            webhook_url=receiver.url,
+            prometheus_port=args.prometheus_port,
+            alertmanager_port=args.alertmanager_port,
+        )
+        try:
+            stack.start()
+        except MonitoringStackError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        try:
+            print(
+                f"Prometheus {stack.prometheus_url} (scraping {args.gateway} and "
+                f"{args.mlserver_metrics}, rules {stack.rules_file}), Alertmanager "
+                f"{stack.alertmanager_url}; alerts are printed here. Ctrl-C stops.",
+                flush=True,
+            )
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            stack.stop()
+    return 0
+
+
 def _cmd_labelling(args: argparse.Namespace) -> int:
     from income_bundle.monitoring.recorder import export_labelling
 
@@ -365,6 +410,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--file", type=Path, help='JSON Lines of {"id": ..., "truth": [...]} instead'
     )
     feedback.set_defaults(func=_cmd_feedback)
+
+    monitor = commands.add_parser(
+        "monitor",
+        help="Prometheus and Alertmanager (Debian packages) on loopback, watching 'serve'",
+    )
+    monitor.add_argument(
+        "--gateway", default="127.0.0.1:9000", help="the gateway's host:port (default: %(default)s)"
+    )
+    monitor.add_argument(
+        "--mlserver-metrics",
+        default="127.0.0.1:9002",
+        help="MLServer's metrics host:port (default: %(default)s)",
+    )
+    monitor.add_argument("--prometheus-port", type=int, default=9090)
+    monitor.add_argument("--alertmanager-port", type=int, default=9093)
+    monitor.add_argument(
+        "--webhook-port", type=int, default=9095, help="where Alertmanager posts alerts"
+    )
+    monitor.set_defaults(func=_cmd_monitor)
 
     labelling = commands.add_parser(
         "labelling", help="export the labelling dataset (flagged and drifted traffic)"
