@@ -41,8 +41,8 @@ artifacts: deps ## Train and package the five MLServer model folders (reuses up-
 	$(CLI) train
 
 .PHONY: demo
-demo: deps ## Train if needed, serve the bundle (MLServer + local Seldon gateway), run the three scenarios through income-production, print a table
-	$(CLI) demo
+demo: deps ## Train if needed, serve the bundle (MLServer + local Seldon gateway), run the three scenarios through income-production, print a table (MONITOR=1: with Prometheus and Alertmanager)
+	$(CLI) demo $(if $(MONITOR),--monitor)
 
 .PHONY: serve
 serve: deps ## Serve the bundle locally until Ctrl-C: gateway on 127.0.0.1:9000 (REST) and 9001 (gRPC), MLServer metrics on 9002

@@ -298,7 +298,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from income_bundle.demo import run_demo
 
-    run_demo(protocol=args.protocol)
+    run_demo(protocol=args.protocol, monitor=args.monitor)
     return 0
 
 
@@ -521,6 +521,11 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="train if needed, serve, run the three income scenarios, print a table"
     )
     demo.add_argument("--protocol", choices=("rest", "grpc"), default="rest")
+    demo.add_argument(
+        "--monitor",
+        action="store_true",
+        help="also run Prometheus and Alertmanager (Debian packages) and print what they saw",
+    )
     demo.set_defaults(func=_cmd_demo)
     return parser
 

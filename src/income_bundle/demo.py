@@ -3,12 +3,14 @@
 The local Seldon gateway serves the bundle on real MLServer. 20 held-out reference rows (no
 drift, no outliers), 20 low-education rows (drift), 20 rows with injected outliers (outliers
 flagged); `is_drift` is read the way `seldon pipeline inspect` reads it. Then the explainer's
-anchor for one row.
+anchor for one row, and what the gateway put in the labelling dataset. With `monitor=True`,
+Prometheus and Alertmanager watch it all and the demo prints what Prometheus saw.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 
 import numpy as np
@@ -16,7 +18,8 @@ import numpy as np
 from income_bundle import scenarios
 from income_bundle.client import V2Client, inspect
 from income_bundle.data import FEATURE_NAMES
-from income_bundle.seldon.local import LocalSeldon
+from income_bundle.paths import project_root
+from income_bundle.seldon.local import LocalSeldon, ServeConfig
 from income_bundle.training import train
 
 __all__ = ["PIPELINE", "format_table", "run_demo", "run_scenario"]
@@ -62,6 +65,33 @@ def format_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _start_monitoring(stack, seldon):
+    from income_bundle.monitoring.stack import (
+        AlertReceiver,
+        MonitoringStack,
+        MonitoringStackError,
+        missing_binaries,
+    )
+    from income_bundle.server import free_port
+
+    problem = missing_binaries()
+    if problem:
+        raise MonitoringStackError(f"demo --monitor: {problem}")
+    receiver = stack.enter_context(AlertReceiver(echo=True))
+    metrics = seldon.mlserver_metrics_url.removeprefix("http://").removesuffix("/metrics")
+    watching = MonitoringStack(
+        gateway=seldon.http_url.removeprefix("http://"),
+        mlserver_metrics=metrics,
+        webhook_url=receiver.url,
+        prometheus_port=free_port(),
+        alertmanager_port=free_port(),
+        scrape_interval="2s",
+    )
+    stack.enter_context(watching)
+    print(f"[demo] Prometheus {watching.prometheus_url}, Alertmanager {watching.alertmanager_url}")
+    return watching
+
+
 def explain_one(client: V2Client) -> dict:
     row = scenarios.load_scenario("reference").X[:1]
     explanation = client.infer("income-explainer", row)["explanation"].ravel()[0]
@@ -69,11 +99,50 @@ def explain_one(client: V2Client) -> dict:
     return {k: data["data"][k] for k in ("anchor", "precision", "coverage")}
 
 
-def run_demo(protocol: str = "rest") -> list[dict]:
+def labelling_summary(state_dir) -> str:
+    from collections import Counter
+
+    from income_bundle.monitoring.recorder import LABELLING_FILE, read_labelling
+
+    _, rows = read_labelling(state_dir)
+    reasons = Counter(row["reason"] for row in rows)
+    detail = ", ".join(f"{reason} {count}" for reason, count in sorted(reasons.items()))
+    return f"{len(rows)} rows ({detail or 'none'}) in {state_dir / LABELLING_FILE}"
+
+
+PROMETHEUS_VIEW = {
+    "drift tests run": "sum(income_drift_runs_total)",
+    "drift tests that drifted": "sum(income_drift_detected_runs_total)",
+    "rows scored for outliers": "sum(income_outlier_rows_total)",
+    "rows flagged as outliers": "sum(income_outlier_outliers_total)",
+    "pipeline requests": 'sum(seldon_gateway_requests_total{kind="pipeline"})',
+}
+
+
+def prometheus_summary(stack) -> list[str]:
+    lines = []
+    for label, expr in PROMETHEUS_VIEW.items():
+        result = stack.query(expr)
+        value = float(result[0]["value"][1]) if result else 0.0
+        lines.append(f"  {label:26s} {value:g}")
+    alerts = stack.prometheus_alerts()
+    held = ", ".join(f"{a['labels']['alertname']} ({a['state']})" for a in alerts) or "none"
+    lines.append(f"  {'alerts':26s} {held}")
+    return lines
+
+
+def run_demo(protocol: str = "rest", monitor: bool = False) -> list[dict]:
+    import contextlib
+
     report = train()
     print("[demo] training:", "reused up-to-date artifacts" if report.reused else "trained")
     started = time.perf_counter()
-    with LocalSeldon() as seldon:
+    with contextlib.ExitStack() as stack:
+        # A fresh state dir, so the labelling summary is this run's.
+        state_dir = project_root() / "build" / "demo-state"
+        shutil.rmtree(state_dir, ignore_errors=True)
+        seldon = stack.enter_context(LocalSeldon(ServeConfig(state_dir=state_dir)))
+        watching = _start_monitoring(stack, seldon) if monitor else None
         print(
             f"[demo] local Seldon ready in {time.perf_counter() - started:.1f} s: "
             f"REST {seldon.http_url}, gRPC {seldon.grpc_address}"
@@ -92,5 +161,11 @@ def run_demo(protocol: str = "rest") -> list[dict]:
         )
         pipeline.close()
         explainer.close()
+        if seldon.config.state_dir is not None:
+            print(f"\nlabelling dataset: {labelling_summary(seldon.config.state_dir)}")
+        if watching is not None:
+            time.sleep(6)  # two scrapes and rule evaluations
+            print(f"\nPrometheus ({watching.prometheus_url}) saw:")
+            print("\n".join(prometheus_summary(watching)))
     print("[demo] gateway and MLServer stopped")
     return results
