@@ -255,9 +255,7 @@ class MonitoringStack:
         """Alertmanager's active alerts of this name, once there are any (or [] on timeout)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            found = [
-                a for a in self.alertmanager_alerts() if a["labels"].get("alertname") == name
-            ]
+            found = [a for a in self.alertmanager_alerts() if a["labels"].get("alertname") == name]
             if found:
                 return found
             time.sleep(poll_s)
