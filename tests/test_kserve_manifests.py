@@ -17,6 +17,7 @@ from income_bundle.kserve.manifests import (
     DETECTORS,
     MOUNT_PATH,
     NAMESPACE,
+    OPTIONAL,
     load_documents,
 )
 
@@ -53,7 +54,8 @@ def kserve_crds() -> CrdSchemas:
 
 
 def test_every_file_is_applied_and_every_object_has_a_home(docs):
-    assert sorted(APPLY_ORDER) == sorted(p.name for p in (ROOT / "kserve").glob("*.yaml"))
+    files = sorted(p.name for p in (ROOT / "kserve").glob("*.yaml"))
+    assert sorted(APPLY_ORDER + OPTIONAL) == files
     keys = [(d["kind"], d["metadata"]["name"]) for d in every(docs)]
     assert len(keys) == len(set(keys))
     for doc in every(docs):
@@ -227,3 +229,20 @@ def test_images_are_the_locally_built_mlserver(docs):
     (image,) = images
     # dev.local/ is on Knative's list of registries whose tags it does not resolve.
     assert image.startswith("dev.local/")
+
+
+def test_pod_monitor_scrapes_both_detectors_metrics_port():
+    import yaml
+
+    (monitor,) = list(yaml.safe_load_all((ROOT / "kserve" / "podmonitor.yaml").read_text()))
+    assert monitor["kind"] == "PodMonitor" and monitor["metadata"]["namespace"] == NAMESPACE
+    (selector,) = monitor["spec"]["selector"]["matchExpressions"]
+    assert selector["key"] == "serving.knative.dev/service"
+    assert sorted(selector["values"]) == sorted(DETECTORS)
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    (relabel,) = endpoint["relabelings"]
+    assert relabel["targetLabel"] == "__address__" and relabel["replacement"] == "$1:8082"
+    # 8082 is MLServer's default metrics port: no detector moves it.
+    for doc in yaml.safe_load_all((ROOT / "kserve" / "detectors.yaml").read_text()):
+        (container,) = doc["spec"]["template"]["spec"]["containers"]
+        assert "MLSERVER_METRICS_PORT" not in {e["name"] for e in container.get("env", [])}

@@ -39,6 +39,8 @@ APPLY_ORDER = (
     "triggers.yaml",
     "inferenceservice.yaml",
 )
+# Applied only where the Prometheus operator is installed (kserve_income_monitoring).
+OPTIONAL = ("podmonitor.yaml",)
 # Settings MLServer takes from the wrapper here (free loopback ports) instead of the manifest.
 _LOCAL_OVERRIDES = ("MLSERVER_HTTP_PORT", "MLSERVER_GRPC_PORT", "MLSERVER_METRICS_PORT")
 
