@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import urllib.request
 
 import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from income_bundle.paths import artifact_dir
+from income_bundle.data import FEATURE_NAMES
 
 ROWS = 20
-FEATURES = json.loads((artifact_dir("income-drift") / "metadata.json").read_text())[
-    "input_features"
-]["names"]
+FEATURES = list(FEATURE_NAMES)
 
 
 def scrape(mlserver) -> dict[tuple[str, tuple], float]:
