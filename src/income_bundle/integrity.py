@@ -128,9 +128,15 @@ def verify_artifact(folder: Path | str, model_name: str) -> dict[str, Any]:
 
 
 def _flatten(data: Any) -> list[Any]:
-    if isinstance(data, list | tuple):
-        return [v for item in data for v in _flatten(item)]
-    return [data]
+    if not isinstance(data, list | tuple):
+        return [data]
+    out: list[Any] = []
+    for item in data:
+        if isinstance(item, list | tuple):
+            out.extend(_flatten(item))
+        else:
+            out.append(item)
+    return out
 
 
 @dataclass(frozen=True)
@@ -192,7 +198,14 @@ def check_request(
             f"{where}: {_position(row * width + column, width, feature_names)} is {X[row, column]}; "
             f"expected a finite number"
         )
-    for column, size in (category_sizes or {}).items():
+    if not category_sizes:
+        return X
+    columns = np.fromiter(category_sizes, dtype=np.int64, count=len(category_sizes))
+    sizes = np.fromiter(category_sizes.values(), dtype=np.float64, count=len(category_sizes))
+    codes = X[:, columns]
+    if not ((codes != np.round(codes)) | (codes < 0) | (codes >= sizes)).any():
+        return X  # the usual case, in one vectorised test; else find the first culprit
+    for column, size in category_sizes.items():
         codes = X[:, column]
         invalid = np.flatnonzero((codes != np.round(codes)) | (codes < 0) | (codes >= size))
         if len(invalid):
