@@ -371,3 +371,54 @@ def test_mlserver_422_and_plain_500_are_translated():
     assert _translate_error(
         "income", 400, b'{"error": "mlserver.errors.InferenceError: model income: bad"}'
     ) == (400, "model income: bad")
+
+
+def _fast_case(**changes) -> dict:
+    body = {"inputs": [tensor(ROW * 2, [2, 12])]}
+    for key, value in changes.items():
+        if key.startswith("tensor_"):
+            body["inputs"][0][key.removeprefix("tensor_")] = value
+        else:
+            body[key] = value
+    return body
+
+
+@pytest.mark.parametrize(
+    ("body", "accepted"),
+    [
+        (_fast_case(), True),
+        (_fast_case(id="abc", parameters={}, outputs=[{"name": "predict"}]), True),
+        (_fast_case(tensor_datatype="INT64"), True),
+        # Anything else takes the full check, which words the problem.
+        (_fast_case(tensor_data=[[39, 7, 1, 1, 1, 1, 4, 1, 2174, 0, 40, 9]] * 2), False),
+        (_fast_case(tensor_data=[True] + [1] * 23), False),
+        (_fast_case(tensor_data=["39"] + [1] * 23), False),
+        (_fast_case(tensor_data=[None] + [1] * 23), False),
+        (_fast_case(tensor_data=[1e400] + [1] * 23), False),
+        (_fast_case(tensor_data=[39, 99] + [1] * 22), False),  # Workclass code out of range
+        (_fast_case(tensor_data=[39, 1.5] + [1] * 22), False),  # not an integer code
+        (_fast_case(tensor_data=[39, -1] + [1] * 22), False),
+        (_fast_case(tensor_data=[1] * 23), False),
+        (_fast_case(tensor_shape=[2, 11]), False),
+        (_fast_case(tensor_shape=[0, 12], tensor_data=[]), False),
+        (_fast_case(tensor_shape=[2.0, 12]), False),
+        (_fast_case(tensor_datatype="BYTES"), False),
+        (_fast_case(tensor_name=""), False),
+        (_fast_case(tensor_parameters=[]), False),
+        (_fast_case(tensor_extra=1), False),
+        (_fast_case(id=5), False),
+        (_fast_case(parameters=[]), False),
+        (_fast_case(outputs=[{"nam": "predict"}]), False),
+        (_fast_case(other=1), False),
+        ({"inputs": []}, False),
+    ],
+)
+def test_fast_path_accepts_only_what_the_full_check_accepts(training_report, body, accepted):
+    from income_bundle.paths import artifact_dir
+    from income_bundle.seldon.gateway import ModelContract, parse_rest_request
+
+    contract = ModelContract.from_folder("income", artifact_dir("income"))
+    assert contract.accepts_fast(body) is accepted
+    if accepted:  # and the full check agrees
+        tensors, _, _ = parse_rest_request(json.dumps(body).encode())
+        contract.check(tensors)
