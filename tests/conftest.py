@@ -86,3 +86,24 @@ def routed(seldon, target: str, protocol: str = "rest") -> V2Client:
     """A tritonclient-based client that sends the seldon-model header, as for seldon-mesh."""
     address = seldon.http_url.removeprefix("http://") if protocol == "rest" else seldon.grpc_address
     return V2Client(address, protocol, headers={"seldon-model": target})
+
+
+@pytest.fixture(scope="session")
+def rendered(tmp_path_factory):
+    """Every template the Ansible roles apply, rendered with the roles' defaults (once)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    bin_dir = Path(sys.executable).parent
+    directory = tmp_path_factory.mktemp("rendered")
+    result = subprocess.run(
+        [str(bin_dir / "ansible-playbook"), str(root / "tests" / "ansible" / "render.yaml"),
+         "-e", f"render_dir={directory}", "-e", f"repo_root={root}"],
+        cwd=root / "ansible", capture_output=True, text=True, timeout=300,
+        env={**os.environ, "ANSIBLE_NOCOLOR": "1", "PATH": f"{bin_dir}:{os.environ['PATH']}"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    return directory

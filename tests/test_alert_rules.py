@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .test_ansible import BIN, ROOT, documents, run
+from .test_ansible import ROOT, documents
 
 RULES_DIR = ROOT / "monitoring" / "prometheus"
 RULES = RULES_DIR / "income-rules.yaml"
@@ -91,14 +91,8 @@ def test_unit_tests_catch_a_changed_threshold(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def rendered_monitoring(tmp_path_factory) -> list[dict]:
-    directory = tmp_path_factory.mktemp("rendered")
-    result = run(
-        [str(BIN / "ansible-playbook"), str(ROOT / "tests" / "ansible" / "render.yaml"),
-         "-e", f"render_dir={directory}", "-e", f"repo_root={ROOT}"],
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
-    return documents(directory / "income-monitoring.yaml")
+def rendered_monitoring(rendered) -> list[dict]:
+    return documents(rendered / "income-monitoring.yaml")
 
 
 def test_cluster_rule_is_the_rules_file(rendered_monitoring):

@@ -64,17 +64,6 @@ def test_ansible_lint_production_profile():
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
-@pytest.fixture(scope="module")
-def rendered(tmp_path_factory) -> Path:
-    directory = tmp_path_factory.mktemp("rendered")
-    result = run(
-        [str(BIN / "ansible-playbook"), str(ROOT / "tests" / "ansible" / "render.yaml"),
-         "-e", f"render_dir={directory}", "-e", f"repo_root={ROOT}"],
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
-    return directory
-
-
 def documents(path: Path) -> list[dict]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
 

@@ -20,7 +20,7 @@ from income_bundle.monitoring.dashboard import (
     dashboard_queries,
     main,
 )
-from tests.test_ansible import documents, rendered  # noqa: F401 (the rendered templates fixture)
+from tests.test_ansible import documents
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
@@ -193,7 +193,7 @@ def test_the_parse_check_catches_a_broken_query(promtool, dashboard, tmp_path):
     assert f'"dashboard:query_{len(queries) - 1}": could not parse expression' in output
 
 
-def test_cluster_configmap_carries_the_dashboard_for_grafanas_sidecar(rendered, dashboard):  # noqa: F811
+def test_cluster_configmap_carries_the_dashboard_for_grafanas_sidecar(rendered, dashboard):
     import kubernetes_validate
 
     (configmap,) = documents(rendered / "grafana-dashboard.yaml")

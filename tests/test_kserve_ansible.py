@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 import shutil
 import time
-from pathlib import Path
 
 import pytest
 import yaml
@@ -21,17 +20,6 @@ ROLES = ANSIBLE / "roles"
 
 def defaults(role: str) -> dict:
     return yaml.safe_load((ROLES / role / "defaults" / "main.yaml").read_text())
-
-
-@pytest.fixture(scope="module")
-def rendered(tmp_path_factory) -> Path:
-    directory = tmp_path_factory.mktemp("rendered-kserve")
-    result = run(
-        [str(BIN / "ansible-playbook"), str(ROOT / "tests" / "ansible" / "render.yaml"),
-         "-e", f"render_dir={directory}", "-e", f"repo_root={ROOT}"],
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
-    return directory
 
 
 def test_kserve_all_goes_from_nothing_to_a_called_inference_service():

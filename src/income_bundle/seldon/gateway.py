@@ -352,10 +352,9 @@ class Gateway:
         }
         self.metrics.watch_engines(self.engines)
         self._entry_contracts: dict[str, list[ModelContract]] = {}
-        self.monitor = monitor
+        self.monitor: PipelineMonitor | None = None
         if monitor is not None:
-            for engine in self.engines.values():
-                engine.observers.append(monitor)
+            self.attach_monitor(monitor)
         self.ready_poll_s = ready_poll_s
         self._ready_poller: asyncio.Task | None = None
 
@@ -369,6 +368,12 @@ class Gateway:
             raise
         self.metrics.model_calls.labels(model, "ok").inc()
         return outputs
+
+    def attach_monitor(self, monitor: PipelineMonitor) -> None:
+        """Let `monitor` observe every pipeline and answer feedback."""
+        self.monitor = monitor
+        for engine in self.engines.values():
+            engine.observers.append(monitor)
 
     async def start(self) -> None:
         await self.forwarder.start()

@@ -153,9 +153,7 @@ async def _run_gateway(
         async_queue_size=config.async_queue_size,
     )
     if config.state_dir is not None:
-        gateway.monitor = build_monitor(config, bundle, gateway.metrics.registry)
-        for engine in gateway.engines.values():
-            engine.observers.append(gateway.monitor)
+        gateway.attach_monitor(build_monitor(config, bundle, gateway.metrics.registry))
     await gateway.start()
     runner = web.AppRunner(build_rest_app(gateway), access_log=None)
     await runner.setup()
