@@ -142,8 +142,8 @@ def test_monitoring_values_pick_up_rules_and_dashboards_everywhere(rendered):
     assert values["grafana"]["sidecar"]["dashboards"]["label"] == "grafana_dashboard"
 
 
-def test_mlserver_image_pins_are_the_artifacts_versions(rendered):
-    dockerfile = (rendered / "mlserver.Dockerfile").read_text()
+def image_pins(dockerfile: str) -> dict[str, str]:
+    """The Dockerfile's pip pins, after checking each equals requirements.txt's."""
     pins = dict(re.findall(r"([a-z0-9\-]+)==([0-9.]+)", dockerfile))
     requirements = dict(
         re.findall(
@@ -153,6 +153,11 @@ def test_mlserver_image_pins_are_the_artifacts_versions(rendered):
         )
     )
     assert pins and all(requirements[name] == version for name, version in pins.items())
+    return pins
+
+
+def test_mlserver_image_pins_are_the_artifacts_versions(rendered):
+    pins = image_pins((rendered / "mlserver.Dockerfile").read_text())
     assert {"scikit-learn", "alibi-detect", "tensorflow", "tf-keras", "numpy"} <= set(pins)
 
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from income_bundle.kserve.manifests import APPLY_ORDER, MOUNT_PATH, NAMESPACE, load_documents
-from tests.test_ansible import ANSIBLE, BIN, KUBERNETES_VERSION, ROOT, documents, run
+from tests.test_ansible import ANSIBLE, BIN, KUBERNETES_VERSION, ROOT, documents, image_pins, run
 
 ROLES = ANSIBLE / "roles"
 
@@ -65,15 +65,7 @@ def test_kserve_runs_in_knative_mode_without_istio(rendered):
 
 def test_mlserver_image_pins_are_the_artifacts_and_the_seldon_paths(rendered):
     dockerfile = (rendered / "kserve-mlserver.Dockerfile").read_text()
-    pins = dict(re.findall(r"([a-z0-9\-]+)==([0-9.]+)", dockerfile))
-    requirements = dict(
-        re.findall(
-            r"^([a-z0-9\-]+)(?:\[[^\]]*\])?==([0-9.]+)",
-            (ROOT / "requirements.txt").read_text(),
-            re.M,
-        )
-    )
-    assert pins and all(requirements[name] == version for name, version in pins.items())
+    image_pins(dockerfile)
     stack, seldon = defaults("kserve_stack"), defaults("seldon_core")
     assert stack["kserve_stack_mlserver_pins"] == seldon["seldon_core_mlserver_pins"]
     assert stack["kserve_stack_mlserver_base_image"] == seldon["seldon_core_mlserver_base_image"]

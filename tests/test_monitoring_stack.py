@@ -18,7 +18,6 @@ import pytest
 
 from income_bundle.monitoring.dashboard import build_dashboard, dashboard_queries
 from income_bundle.monitoring.stack import AlertReceiver, MonitoringStack, missing_binaries
-from income_bundle.server import free_port
 
 pytestmark = pytest.mark.skipif(missing_binaries() is not None, reason=str(missing_binaries()))
 
@@ -100,19 +99,12 @@ def watched(training_report, tmp_path_factory):
     from income_bundle.seldon.local import LocalSeldon, ServeConfig
 
     state = tmp_path_factory.mktemp("watched-state")
-    with LocalSeldon(ServeConfig(state_dir=state)) as seldon, AlertReceiver() as receiver:
-        stack = MonitoringStack(
-            gateway=seldon.http_url.removeprefix("http://"),
-            mlserver_metrics=seldon.mlserver_metrics_url.removeprefix("http://").removesuffix(
-                "/metrics"
-            ),
-            webhook_url=receiver.url,
-            prometheus_port=free_port(),
-            alertmanager_port=free_port(),
-            scrape_interval=SCRAPE,
-        )
-        with stack:
-            yield seldon, stack, receiver
+    with (
+        LocalSeldon(ServeConfig(state_dir=state)) as seldon,
+        AlertReceiver() as receiver,
+        MonitoringStack.on_free_ports(seldon, receiver.url, scrape_interval=SCRAPE) as stack,
+    ):
+        yield seldon, stack, receiver
 
 
 def test_alerts_follow_the_traffic_and_the_dashboard_has_data(watched, scenario):

@@ -72,21 +72,12 @@ def _start_monitoring(stack, seldon):
         MonitoringStackError,
         missing_binaries,
     )
-    from income_bundle.server import free_port
 
     problem = missing_binaries()
     if problem:
         raise MonitoringStackError(f"demo --monitor: {problem}")
     receiver = stack.enter_context(AlertReceiver(echo=True))
-    metrics = seldon.mlserver_metrics_url.removeprefix("http://").removesuffix("/metrics")
-    watching = MonitoringStack(
-        gateway=seldon.http_url.removeprefix("http://"),
-        mlserver_metrics=metrics,
-        webhook_url=receiver.url,
-        prometheus_port=free_port(),
-        alertmanager_port=free_port(),
-        scrape_interval="2s",
-    )
+    watching = MonitoringStack.on_free_ports(seldon, receiver.url, scrape_interval="2s")
     stack.enter_context(watching)
     print(f"[demo] Prometheus {watching.prometheus_url}, Alertmanager {watching.alertmanager_url}")
     return watching

@@ -127,13 +127,14 @@ def verify_artifact(folder: Path | str, model_name: str) -> dict[str, Any]:
     return metadata
 
 
-def _flatten(data: Any) -> list[Any]:
+def flatten(data: Any) -> list[Any]:
+    """Nested lists (a V2 JSON tensor's data) as one flat list, row-major."""
     if not isinstance(data, list | tuple):
         return [data]
     out: list[Any] = []
     for item in data:
         if isinstance(item, list | tuple):
-            out.extend(_flatten(item))
+            out.extend(flatten(item))
         else:
             out.append(item)
     return out
@@ -181,7 +182,7 @@ def check_request(
         )
     if shape[0] < 1:
         raise BadRequestError(f"{where} is an empty batch (shape {shape}); send at least one row")
-    values = _flatten(tensor.data)
+    values = flatten(tensor.data)
     if len(values) != shape[0] * width:
         raise BadRequestError(
             f"{where} has shape {shape}, which needs {shape[0] * width} values, "

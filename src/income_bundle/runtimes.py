@@ -83,6 +83,19 @@ def _output(response: InferenceResponse, name: str) -> np.ndarray | None:
     return None
 
 
+def request_tensors(payload: InferenceRequest) -> list[integrity.Tensor]:
+    """A request's inputs in the form `integrity.check_request` takes."""
+    return [
+        integrity.Tensor(
+            tensor.name,
+            getattr(tensor.datatype, "value", tensor.datatype),
+            list(tensor.shape),
+            tensor.data.root,
+        )
+        for tensor in payload.inputs
+    ]
+
+
 def _replace_data(payload: InferenceRequest, X: np.ndarray) -> InferenceRequest:
     """The same request with its one input replaced by X (keeps id, parameters and outputs)."""
     original = payload.inputs[0]
@@ -98,15 +111,9 @@ def _drop_null_outputs(response: InferenceResponse) -> InferenceResponse:
     response.outputs = [
         output
         for output in response.outputs
-        if not all(value is None for value in _flatten_values(output.data.root))
+        if not all(value is None for value in integrity.flatten(output.data.root))
     ]
     return response
-
-
-def _flatten_values(data: Any) -> list[Any]:
-    if isinstance(data, list | tuple):
-        return [v for item in data for v in _flatten_values(item)]
-    return [data]
 
 
 class _VerifiedArtifact:
@@ -136,19 +143,10 @@ class _VerifiedArtifact:
         }
 
     def _check(self, payload: InferenceRequest) -> np.ndarray:
-        inputs = [
-            integrity.Tensor(
-                tensor.name,
-                getattr(tensor.datatype, "value", tensor.datatype),
-                list(tensor.shape),
-                tensor.data.root,
-            )
-            for tensor in payload.inputs
-        ]
         try:
             return integrity.check_request(
                 self.name,  # type: ignore[attr-defined]
-                inputs,
+                request_tensors(payload),
                 self._width,
                 self._feature_names,
                 self._category_sizes,

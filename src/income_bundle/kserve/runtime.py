@@ -419,19 +419,10 @@ class OutlierEventsRuntime(_CloudEventsSink, runtimes.IncomeOutlierRuntime):
         return await super().load()
 
     def _checked(self, payload: InferenceRequest) -> np.ndarray:
-        inputs = [
-            integrity.Tensor(
-                tensor.name,
-                getattr(tensor.datatype, "value", tensor.datatype),
-                list(tensor.shape),
-                tensor.data.root,
-            )
-            for tensor in payload.inputs
-        ]
         try:
             return integrity.check_request(
                 f"{self.name} (features as {self.PREPROCESSOR} takes them)",
-                inputs,
+                runtimes.request_tensors(payload),
                 self._raw_width,
                 self._raw_names,
                 self._raw_categories,

@@ -132,6 +132,22 @@ class MonitoringStack:
     _processes: list[ServerProcess] = field(default_factory=list, init=False, repr=False)
     _workdir: tempfile.TemporaryDirectory | None = field(default=None, init=False, repr=False)
 
+    @classmethod
+    def on_free_ports(cls, seldon: Any, webhook_url: str, **settings: Any) -> MonitoringStack:
+        """A stack watching a `LocalSeldon` (its gateway and MLServer metrics), on free ports."""
+        from income_bundle.server import free_port
+
+        return cls(
+            gateway=seldon.http_url.removeprefix("http://"),
+            mlserver_metrics=seldon.mlserver_metrics_url.removeprefix("http://").removesuffix(
+                "/metrics"
+            ),
+            webhook_url=webhook_url,
+            prometheus_port=free_port(),
+            alertmanager_port=free_port(),
+            **settings,
+        )
+
     @property
     def prometheus_url(self) -> str:
         return f"http://{self.host}:{self.prometheus_port}"

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from income_bundle.integrity import flatten
+
 __all__ = [
     "DATATYPES",
     "Tensor",
@@ -61,18 +63,6 @@ class Tensor:
         return self.shape[0] if self.shape else 1
 
 
-def _flatten(data: Any) -> list[Any]:
-    if isinstance(data, list | tuple):
-        out: list[Any] = []
-        for item in data:
-            if isinstance(item, list | tuple):
-                out.extend(_flatten(item))
-            else:
-                out.append(item)
-        return out
-    return [data]
-
-
 def from_json(item: Any, where: str) -> Tensor:
     """One entry of a JSON request's `inputs` (or a response's `outputs`)."""
     if not isinstance(item, dict):
@@ -97,7 +87,7 @@ def from_json(item: Any, where: str) -> Tensor:
     parameters = item.get("parameters") or {}
     if not isinstance(parameters, dict):
         raise TensorError(f"{where} ({name!r}): parameters must be an object")
-    return Tensor(name, datatype, list(shape), _flatten(item["data"]), dict(parameters))
+    return Tensor(name, datatype, list(shape), flatten(item["data"]), dict(parameters))
 
 
 def to_json(tensor: Tensor) -> dict[str, Any]:
