@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import numpy as np
 import orjson
 from aiohttp import web
@@ -30,6 +29,7 @@ from income_bundle import integrity
 from income_bundle.seldon.bundle import Bundle, TensorRef
 from income_bundle.seldon.engine import GatewayError, PipelineEngine
 from income_bundle.seldon.tensors import Tensor, TensorError, from_json, to_json
+from income_bundle.seldon.upstream import UpstreamClient, UpstreamError, UpstreamResponse
 
 if TYPE_CHECKING:
     from income_bundle.monitoring.recorder import PipelineMonitor
@@ -171,18 +171,14 @@ class MLServerForwarder:
     def __init__(self, base_url: str, timeout_s: float = 30.0):
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
-        self._session: aiohttp.ClientSession | None = None
+        self._client: UpstreamClient | None = None
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=64),
-            timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-            json_serialize=lambda o: orjson.dumps(o).decode(),
-        )
+        self._client = UpstreamClient(self.base_url, limit=64)
 
     async def close(self) -> None:
-        if self._session:
-            await self._session.close()
+        if self._client:
+            await self._client.close()
 
     async def infer(
         self, model: str, tensors: list[Tensor], extra: dict | None = None
@@ -198,40 +194,38 @@ class MLServerForwarder:
     async def infer_bytes(self, model: str, body: bytes) -> bytes:
         """POST a JSON request to the model and return MLServer's answer as it came; errors
         become GatewayErrors in the protocol's shape."""
-        assert self._session is not None
-        url = f"{self.base_url}/v2/models/{model}/infer"
         try:
-            async with self._session.post(url, data=body, headers=JSON_HEADERS) as response:
-                raw = await response.read()
-                status = response.status
+            response = await self._request("POST", f"/v2/models/{model}/infer", body)
         except TimeoutError:
             raise GatewayError(
                 504, f"model {model} did not answer within {self.timeout_s:g} s"
             ) from None
-        except aiohttp.ClientError as e:
+        except UpstreamError as e:
             raise GatewayError(
                 503,
                 f"model {model} is unavailable: MLServer at {self.base_url} is not reachable ({e})",
             ) from e
-        if status != 200:
-            raise GatewayError(*_translate_error(model, status, raw))
-        return raw
+        if response.status != 200:
+            raise GatewayError(*_translate_error(model, response.status, response.body))
+        return response.body
+
+    async def _request(self, method: str, path: str, body: bytes = b"") -> UpstreamResponse:
+        assert self._client is not None, "start() the forwarder first"
+        async with asyncio.timeout(self.timeout_s):
+            return await self._client.request(method, path, body, JSON_HEADERS if body else None)
 
     async def ready(self, model: str | None = None) -> bool:
-        assert self._session is not None
         path = f"/v2/models/{model}/ready" if model else "/v2/health/ready"
         try:
-            async with self._session.get(self.base_url + path) as response:
-                return response.status == 200
-        except (aiohttp.ClientError, TimeoutError):
+            return (await self._request("GET", path)).status == 200
+        except (UpstreamError, TimeoutError):
             return False
 
     async def metadata(self, model: str) -> tuple[int, Any]:
-        assert self._session is not None
         try:
-            async with self._session.get(f"{self.base_url}/v2/models/{model}") as response:
-                return response.status, orjson.loads(await response.read())
-        except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as e:
+            response = await self._request("GET", f"/v2/models/{model}")
+            return response.status, orjson.loads(response.body)
+        except (UpstreamError, TimeoutError, orjson.JSONDecodeError) as e:
             raise GatewayError(503, f"model {model} is unavailable: {e}") from e
 
 
