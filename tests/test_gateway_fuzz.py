@@ -12,7 +12,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from income_bundle.seldon.gateway import OPENAPI_PATH
+from income_bundle.seldon.rest import OPENAPI_PATH
 
 FUZZ = settings(
     max_examples=60,

@@ -415,7 +415,8 @@ def _fast_case(**changes) -> dict:
 )
 def test_fast_path_accepts_only_what_the_full_check_accepts(training_report, body, accepted):
     from income_bundle.paths import artifact_dir
-    from income_bundle.seldon.gateway import ModelContract, parse_rest_request
+    from income_bundle.seldon.gateway import ModelContract
+    from income_bundle.seldon.rest import parse_rest_request
 
     contract = ModelContract.from_folder("income", artifact_dir("income"))
     assert contract.accepts_fast(body) is accepted

@@ -131,6 +131,9 @@ def flatten(data: Any) -> list[Any]:
     """Nested lists (a V2 JSON tensor's data) as one flat list, row-major."""
     if not isinstance(data, list | tuple):
         return [data]
+    kinds = set(map(type, data))  # the common case, already flat, at C speed
+    if not any(issubclass(kind, list | tuple) for kind in kinds):
+        return list(data)
     out: list[Any] = []
     for item in data:
         if isinstance(item, list | tuple):

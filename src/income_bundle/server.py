@@ -139,9 +139,13 @@ class MLServer:
             env=env,
             cwd=repository,
         )
-        self._process.wait_until(
-            lambda: self.ready() and self._models_ready(), self.ready_timeout_s, MLServerError
-        )
+        try:
+            self._process.wait_until(
+                lambda: self.ready() and self._models_ready(), self.ready_timeout_s, MLServerError
+            )
+        except BaseException:  # also Ctrl-C or SIGTERM while waiting: leave nothing running
+            self.stop()
+            raise
         return self
 
     @property

@@ -338,7 +338,8 @@ class PipelineEngine:
     async def _call(self, step: Step, tensors: list[Tensor]) -> list[Tensor]:
         where = f"pipeline {self.pipeline.name}, step {step.name}"
         try:
-            return await asyncio.wait_for(self.call_model(step.name, tensors), self.step_timeout_s)
+            async with asyncio.timeout(self.step_timeout_s):  # no task per call, as wait_for makes
+                return await self.call_model(step.name, tensors)
         except TimeoutError:
             raise GatewayError(
                 504, f"{where}: model {step.name} did not answer within {self.step_timeout_s:g} s"

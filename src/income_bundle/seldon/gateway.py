@@ -4,6 +4,9 @@ REST and gRPC speak the Open Inference Protocol at `/v2/models/<any>/infer`; the
 header (gRPC metadata) picks the target, as in seldon-mesh: `<model>` calls that model,
 `<pipeline>.pipeline` runs the pipeline. Requests are checked against the target's declared
 inputs before any model sees them; every error has the protocol's `{"error": "..."}` shape.
+
+This module routes, checks and calls; `rest.py` (uvicorn) and `grpc_front.py` (grpc.aio) are its
+two fronts, and `upstream.py` its HTTP client for MLServer.
 """
 
 from __future__ import annotations
@@ -13,22 +16,19 @@ import contextlib
 import json
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
-from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from income_bundle import integrity
 from income_bundle.seldon.bundle import Bundle, TensorRef
 from income_bundle.seldon.engine import GatewayError, PipelineEngine
-from income_bundle.seldon.tensors import Tensor, TensorError, from_json, to_json
+from income_bundle.seldon.tensors import Tensor, from_json, to_json
 from income_bundle.seldon.upstream import UpstreamClient, UpstreamError, UpstreamResponse
 
 if TYPE_CHECKING:
@@ -42,7 +42,6 @@ SELDON_MODEL_HEADER = "seldon-model"
 PIPELINE_SUFFIX = ".pipeline"
 REQUEST_ID_HEADER = "x-request-id"
 JSON_HEADERS = {"Content-Type": "application/json"}
-OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
 NUMERIC = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64"}
 FLOATS = {"FP16", "FP32", "FP64"}
 
@@ -549,9 +548,8 @@ class Gateway:
         if kind == "model":
             self._check_model_request(name, tensors)
             try:
-                outputs = await asyncio.wait_for(
-                    self._call_model(name, tensors, extra), self.step_timeout_s
-                )
+                async with asyncio.timeout(self.step_timeout_s):
+                    outputs = await self._call_model(name, tensors, extra)
             except TimeoutError:
                 raise GatewayError(
                     504, f"model {name} did not answer within {self.step_timeout_s:g} s"
@@ -622,191 +620,3 @@ class Gateway:
             "counters": dict(engine.counters),
             "batches": engine.held_rows(),
         }
-
-
-# -- REST ---------------------------------------------------------------------------------------
-
-
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response(
-        {"error": message}, status=status, dumps=lambda o: orjson.dumps(o).decode()
-    )
-
-
-def _json(body: Any, status: int = 200, headers: dict | None = None) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(body), status=status, content_type="application/json", headers=headers
-    )
-
-
-def parse_rest_request(
-    raw: bytes, parsed: Any = None
-) -> tuple[list[Tensor], dict[str, Any], str | None]:
-    """Tensors, extra fields to forward (parameters, outputs) and the request id. `parsed`: the
-    body already parsed from `raw`, if it was."""
-    try:
-        body = orjson.loads(raw) if parsed is None else parsed
-    except orjson.JSONDecodeError as e:
-        raise GatewayError(400, f"the request body is not JSON: {e}") from e
-    if not isinstance(body, dict):
-        raise GatewayError(400, "the request body must be a JSON object with an 'inputs' list")
-    inputs = body.get("inputs")
-    if not isinstance(inputs, list) or not inputs:
-        raise GatewayError(400, "the request needs a non-empty 'inputs' list of tensors")
-    try:
-        tensors = [from_json(item, f"inputs[{i}]") for i, item in enumerate(inputs)]
-    except TensorError as e:
-        raise GatewayError(400, str(e)) from e
-    extra = {}
-    if "parameters" in body:
-        if not isinstance(body["parameters"], dict):
-            raise GatewayError(400, "'parameters' must be an object")
-        extra["parameters"] = body["parameters"]
-    if "outputs" in body:
-        outputs = body["outputs"]
-        if not isinstance(outputs, list) or not all(
-            isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
-        ):
-            raise GatewayError(400, "'outputs' must be a list of objects with a 'name'")
-        extra["outputs"] = [{"name": o["name"]} for o in outputs]
-    request_id = body.get("id")
-    return tensors, extra, request_id if isinstance(request_id, str) and request_id else None
-
-
-def build_rest_app(gateway: Gateway) -> web.Application:
-    routes = web.RouteTableDef()
-
-    @routes.post("/v2/models/{name}/infer")
-    @routes.post("/v2/models/{name}/versions/{version}/infer")
-    async def infer(request: web.Request) -> web.Response:
-        request_id = request.headers.get(REQUEST_ID_HEADER) or str(uuid.uuid4())
-        try:
-            raw = await request.read()
-            header = request.headers.get(SELDON_MODEL_HEADER)
-            passed = None
-            try:
-                body = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                body = None
-            if type(body) is dict:
-                passed = await gateway.infer_model_json(header, body, raw)
-            if passed is None:
-                tensors, extra, body_id = parse_rest_request(raw, body)
-                request_id = body_id or request_id
-                passed = await gateway.infer_model_bytes(header, tensors, raw)
-            if passed is not None:
-                answer = passed[1]
-                answer_id = orjson.loads(answer).get("id") or request_id
-                return web.Response(
-                    body=answer,
-                    content_type="application/json",
-                    headers={REQUEST_ID_HEADER: answer_id},
-                )
-            name, outputs = await gateway.infer(
-                request.headers.get(SELDON_MODEL_HEADER), tensors, extra, request_id=request_id
-            )
-        except GatewayError as e:
-            return _error(e.status, e.message)
-        body = {
-            "model_name": name,
-            "id": request_id,
-            "parameters": {},
-            "outputs": [to_json(t) for t in outputs],
-        }
-        return _json(body, headers={REQUEST_ID_HEADER: request_id})
-
-    @routes.post("/v2/pipelines/{name}/feedback")
-    async def feedback(request: web.Request) -> web.Response:
-        try:
-            try:
-                body = orjson.loads(await request.read())
-            except orjson.JSONDecodeError as e:
-                raise GatewayError(400, f"feedback: the body is not JSON: {e}") from e
-            return _json(gateway.feedback(request.match_info["name"], body))
-        except GatewayError as e:
-            return _error(e.status, e.message)
-
-    @routes.get("/v2/health/live")
-    async def live(request: web.Request) -> web.Response:
-        return _json({"live": True})
-
-    @routes.get("/v2/health/ready")
-    async def ready(request: web.Request) -> web.Response:
-        ok = await gateway.ready()
-        return _json({"ready": ok}, status=200 if ok else 503)
-
-    @routes.get("/v2")
-    async def server_metadata(request: web.Request) -> web.Response:
-        return _json(
-            {"name": "income-bundle-gateway", "version": "1", "extensions": ["seldon-model header"]}
-        )
-
-    @routes.get("/v2/models/{name}/ready")
-    async def model_ready(request: web.Request) -> web.Response:
-        try:
-            header = request.headers.get(SELDON_MODEL_HEADER) or request.match_info["name"]
-            ok = await gateway.ready(header)
-        except GatewayError as e:
-            return _error(e.status, e.message)
-        return _json({"name": header, "ready": ok}, status=200 if ok else 503)
-
-    @routes.get("/v2/models/{name}")
-    async def model_metadata(request: web.Request) -> web.Response:
-        try:
-            kind, name = gateway.resolve(
-                request.headers.get(SELDON_MODEL_HEADER) or request.match_info["name"]
-            )
-            if kind == "pipeline":
-                pipeline = gateway.bundle.pipelines[name]
-                return _json(
-                    {
-                        "name": f"{name}{PIPELINE_SUFFIX}",
-                        "platform": "seldon-pipeline",
-                        "steps": [s.name for s in pipeline.steps],
-                        "outputs": pipeline.output,
-                    }
-                )
-            status, body = await gateway.forwarder.metadata(name)
-        except GatewayError as e:
-            return _error(e.status, e.message)
-        if status != 200:
-            return _error(503, f"model {name}: MLServer has no metadata ({status})")
-        return _json(body)
-
-    @routes.get("/metrics")
-    async def metrics(request: web.Request) -> web.Response:
-        return web.Response(
-            body=generate_latest(gateway.metrics.registry),
-            headers={"Content-Type": CONTENT_TYPE_LATEST},
-        )
-
-    @routes.get("/openapi.yaml")
-    async def openapi(request: web.Request) -> web.Response:
-        return web.Response(text=OPENAPI_PATH.read_text(), content_type="application/yaml")
-
-    @routes.get("/inspect/{reference}")
-    async def inspect(request: web.Request) -> web.Response:
-        try:
-            wait_s = float(request.query.get("wait", "0"))
-        except ValueError:
-            return _error(400, "'wait' must be a number of seconds")
-        try:
-            return _json(await gateway.inspect(request.match_info["reference"], min(wait_s, 60.0)))
-        except GatewayError as e:
-            return _error(e.status, e.message)
-
-    @web.middleware
-    async def errors(request: web.Request, handler):
-        try:
-            return await handler(request)
-        except web.HTTPException as e:
-            if e.status >= 400:
-                return _error(e.status, f"{request.method} {request.path}: {e.reason}")
-            raise
-        except Exception as e:
-            log.exception("unhandled error on %s", request.path)
-            return _error(500, f"gateway error: {type(e).__name__}: {e}")
-
-    app = web.Application(middlewares=[errors], client_max_size=64 * 1024 * 1024)
-    app.add_routes(routes)
-    return app

@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -128,17 +129,15 @@ def build_monitor(config: ServeConfig, bundle: Bundle, registry) -> PipelineMoni
 
 
 async def _run_gateway(
-    config: ServeConfig, bundle: Bundle, mlserver: MLServer, stop: asyncio.Event
+    config: ServeConfig,
+    bundle: Bundle,
+    mlserver: MLServer,
+    listening: socket.socket,
+    stop: asyncio.Event,
 ) -> None:
-    from aiohttp import web
-
-    from income_bundle.seldon.gateway import (
-        Gateway,
-        MLServerForwarder,
-        ModelContract,
-        build_rest_app,
-    )
+    from income_bundle.seldon.gateway import Gateway, MLServerForwarder, ModelContract
     from income_bundle.seldon.grpc_front import build_grpc_server
+    from income_bundle.seldon.rest import RestServer
 
     contracts = {
         name: ModelContract.from_folder(name, model.local_folder(config.local_root))
@@ -155,13 +154,13 @@ async def _run_gateway(
     if config.state_dir is not None:
         gateway.attach_monitor(build_monitor(config, bundle, gateway.metrics.registry))
     await gateway.start()
-    runner = web.AppRunner(build_rest_app(gateway), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, config.host, config.http_port).start()
+    rest = RestServer(gateway, listening)
+    await rest.start()
     grpc_server = build_grpc_server(gateway, f"{config.host}:{config.grpc_port}")
     await grpc_server.start()
+    http_port = listening.getsockname()[1]
     print(
-        f"gateway ready: REST http://{config.host}:{config.http_port}, gRPC {config.host}:{config.grpc_port}; "
+        f"gateway ready: REST http://{config.host}:{http_port}, gRPC {config.host}:{config.grpc_port}; "
         f"serving {', '.join(gateway.targets())}",
         flush=True,
     )
@@ -169,16 +168,38 @@ async def _run_gateway(
         await stop.wait()
     finally:
         await grpc_server.stop(grace=2)
-        await runner.cleanup()
+        await rest.stop()
         await gateway.close()
 
 
 def serve(config: ServeConfig) -> None:
     """Validate, start MLServer and the gateway, and run until SIGINT or SIGTERM."""
+    from income_bundle.seldon.rest import bind_socket, check_port_free
+
     try:
         bundle = load_valid_bundle(config)
     except InvalidBundleError as e:
         raise InvalidBundleError(f"nothing was started: {e}") from e
+    # Ports first: MLServer takes a minute to load the models, a taken port a moment to find.
+    listening = bind_socket(config.host, config.http_port, "--http-port")
+    try:
+        check_port_free(config.host, config.grpc_port, "--grpc-port")
+        check_port_free(config.host, config.mlserver_metrics_port, "--mlserver-metrics-port")
+        # SIGTERM while MLServer starts must still stop it (the default handler would not).
+        previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        try:
+            _serve_with_mlserver(config, bundle, listening)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    finally:
+        listening.close()
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _serve_with_mlserver(config: ServeConfig, bundle: Bundle, listening: socket.socket) -> None:
     with tempfile.TemporaryDirectory(prefix="income-seldon-") as tmp:
         staged = stage_models(bundle, config.local_root, Path(tmp))
         print(f"starting MLServer with {', '.join(staged)}", flush=True)
@@ -201,9 +222,9 @@ def serve(config: ServeConfig) -> None:
                 loop = asyncio.get_running_loop()
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.add_signal_handler(sig, stop.set)
-                await _run_gateway(config, bundle, mlserver, stop)
+                await _run_gateway(config, bundle, mlserver, listening, stop)
 
-            import uvloop  # MLServer's own event loop; measurably cheaper per request hop
+            import uvloop  # MLServer's event loop too; uvicorn and the upstream client use it
 
             uvloop.install()
             asyncio.run(main())
