@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import statistics
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ import aiohttp
 import numpy as np
 import orjson
 
-__all__ = ["Level", "main", "measure", "run_level"]
+__all__ = ["Level", "main", "measure", "measure_adaptive_batching", "run_level", "run_levels"]
 
 WINDOW_S = 2.0
 MAX_WINDOWS = 10
@@ -87,36 +88,60 @@ async def _post(session: aiohttp.ClientSession, url: str, body: bytes, headers: 
         return orjson.loads(payload)
 
 
-async def run_level(name: str, call: Call, concurrency: int) -> Level:
-    """Windows of WINDOW_S seconds at a fixed concurrency until three agree within 10%."""
-    level = Level(name, concurrency)
-    connector = aiohttp.TCPConnector(limit=concurrency * 2)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        for _ in range(3):  # warm-up
-            await call(session)
+async def run_levels(calls: dict[str, Call], concurrency: int) -> list[Level]:
+    """Windows of WINDOW_S seconds at a fixed concurrency, the calls taking turns window by
+    window (so that all of them see the same stretch of the machine's time) until each has
+    three consecutive windows that agree within 10% on throughput."""
+    levels = {name: Level(name, concurrency) for name in calls}
+    sessions = {
+        name: aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency * 2))
+        for name in calls
+    }
+    try:
+        for name, call in calls.items():
+            for _ in range(3):  # warm-up
+                try:
+                    await call(sessions[name])
+                except Exception:
+                    levels[name].errors += 1
         for _ in range(MAX_WINDOWS):
-            window: list[float] = []
-            deadline = time.perf_counter() + WINDOW_S
-
-            async def worker(window: list[float] = window, deadline: float = deadline) -> None:
-                while time.perf_counter() < deadline:
-                    started = time.perf_counter()
-                    try:
-                        await call(session)
-                    except Exception:
-                        level.errors += 1
-                        continue
-                    window.append((time.perf_counter() - started) * 1000)
-
-            started = time.perf_counter()
-            await asyncio.gather(*(worker() for _ in range(concurrency)))
-            level.latencies_ms.extend(window)
-            level.throughputs.append(len(window) / (time.perf_counter() - started))
-            last = level.throughputs[-3:]
-            if len(last) == 3 and (max(last) - min(last)) <= STABLE_WITHIN * statistics.mean(last):
-                level.stable = True
+            pending = [name for name in calls if not levels[name].stable]
+            if not pending:
                 break
-    return level
+            for name in pending:
+                await _window(levels[name], calls[name], sessions[name])
+    finally:
+        for session in sessions.values():
+            await session.close()
+    return list(levels.values())
+
+
+async def run_level(name: str, call: Call, concurrency: int) -> Level:
+    """One call alone: windows until three agree within 10%."""
+    return (await run_levels({name: call}, concurrency))[0]
+
+
+async def _window(level: Level, call: Call, session: aiohttp.ClientSession) -> None:
+    window: list[float] = []
+    deadline = time.perf_counter() + WINDOW_S
+
+    async def worker() -> None:
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            try:
+                await call(session)
+            except Exception:
+                level.errors += 1
+                continue
+            window.append((time.perf_counter() - started) * 1000)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(level.concurrency)))
+    level.latencies_ms.extend(window)
+    level.throughputs.append(len(window) / (time.perf_counter() - started))
+    last = level.throughputs[-3:]
+    if len(last) == 3 and (max(last) - min(last)) <= STABLE_WITHIN * statistics.mean(last):
+        level.stable = True
 
 
 def _calls(
@@ -164,8 +189,7 @@ async def measure_async(mlserver_url: str, gateway_url: str, levels: list[int]) 
     calls = _calls(mlserver_url, gateway_url, X, features)
     results = []
     for concurrency in levels:
-        for name, call in calls.items():
-            level = await run_level(name, call, concurrency)
+        for level in await run_levels(calls, concurrency):
             results.append(level.summary())
             print(json.dumps(results[-1]), flush=True)
     hop = await paired_hop_overhead(mlserver_url, gateway_url, X)
@@ -256,6 +280,63 @@ async def paired_hop_overhead(
     }
 
 
+# MLServer's adaptive batching: up to 8 requests (160 rows) merged, waiting at most 2 ms for them.
+ADAPTIVE_BATCHING = {"max_batch_size": 8, "max_batch_time": 0.002}
+BATCHED = " (adaptive batching)"
+
+
+def measure_adaptive_batching(levels: list[int], parallel_workers: int = 2) -> dict:
+    """The models whose outputs are row-aligned, with and without MLServer's adaptive batching,
+    side by side on one MLServer (the same artifacts under two names), the calls taking turns.
+    The outlier detector is left out: its outputs are [1, n], which MLServer's batching splits
+    wrongly (tests/test_adaptive_batching.py)."""
+    from income_bundle.paths import artifact_dir
+    from income_bundle.scenarios import load_scenario
+    from income_bundle.seldon.local import stage_model_folder
+    from income_bundle.server import MLServer
+
+    X = load_scenario("reference").X[:20]
+    names = ["income", "income-preprocess"]
+    with tempfile.TemporaryDirectory(prefix="income-batching-") as tmp:
+        models = {}
+        for name in names:
+            source = artifact_dir(name)
+            models[name] = stage_model_folder(source, Path(tmp) / name, name)
+            models[f"{name}-batched"] = stage_model_folder(
+                source, Path(tmp) / f"{name}-batched", f"{name}-batched", ADAPTIVE_BATCHING
+            )
+        with MLServer(models=models, parallel_workers=parallel_workers) as server:
+            return asyncio.run(_adaptive_batching_levels(server.http_url, X, names, levels))
+
+
+async def _adaptive_batching_levels(
+    url: str, X: np.ndarray, names: list[str], levels: list[int]
+) -> dict:
+    bodies = {"income": _request(X), "income-preprocess": _request(X)}
+    calls: dict[str, Call] = {}
+    for name in names:
+        for label, model in ((name, name), (name + BATCHED, f"{name}-batched")):
+            endpoint = f"{url}/v2/models/{model}/infer"
+            calls[label] = lambda s, e=endpoint, b=bodies[name]: _post(s, e, b, {})
+    results = []
+    for concurrency in levels:
+        for level in await run_levels(calls, concurrency):
+            results.append(level.summary())
+            print(json.dumps(results[-1]), flush=True)
+    ratios = {}
+    for name in names:
+        for concurrency in levels:
+            plain, batched = (
+                _find(results, name, concurrency),
+                _find(results, name + BATCHED, concurrency),
+            )
+            ratios[f"{name} c{concurrency} p50 batched/plain"] = batched["p50_ms"] / plain["p50_ms"]
+            ratios[f"{name} c{concurrency} throughput batched/plain"] = (
+                batched["throughput_rps"] / plain["throughput_rps"]
+            )
+    return {"settings": ADAPTIVE_BATCHING, "levels": results, "ratios": ratios}
+
+
 def _find(results: list[dict], name: str, concurrency: int) -> dict:
     return next(r for r in results if r["name"] == name and r["concurrency"] == concurrency)
 
@@ -279,16 +360,26 @@ def _ratios(results: list[dict]) -> dict:
     }
 
 
-def measure(levels: list[int], parallel_workers: int = 2) -> dict:
+def measure(levels: list[int], parallel_workers: int = 2, adaptive_batching: bool = True) -> dict:
     """Start the local Seldon stack, run the sweep against it and its MLServer, stop it."""
     from income_bundle.seldon.local import LocalSeldon, ServeConfig
     from income_bundle.training import train
 
     train()
-    with LocalSeldon(ServeConfig(parallel_workers=parallel_workers)) as seldon:
+    # As `income-bundle serve` runs by default (traffic log on), without touching build/state.
+    with (
+        tempfile.TemporaryDirectory(prefix="income-benchmark-") as state,
+        LocalSeldon(
+            ServeConfig(parallel_workers=parallel_workers, state_dir=Path(state))
+        ) as seldon,
+    ):
         mlserver_url = _mlserver_url(seldon)
         results = asyncio.run(measure_async(mlserver_url, seldon.http_url, levels))
     results["parallel_workers"] = parallel_workers
+    if adaptive_batching:
+        results["adaptive_batching"] = measure_adaptive_batching(
+            sorted({min(levels), 8 if 8 in levels else max(levels)}), parallel_workers
+        )
     return results
 
 
@@ -302,14 +393,7 @@ def _mlserver_url(seldon) -> str:
 
 
 def format_results(results: dict) -> str:
-    lines = [
-        f"{'name':46s} {'conc':>4s} {'p50':>7s} {'p90':>7s} {'p99':>7s} {'rps':>7s} {'err':>4s} stable"
-    ]
-    for r in results["levels"]:
-        lines.append(
-            f"{r['name']:46s} {r['concurrency']:4d} {r['p50_ms']:7.2f} {r['p90_ms']:7.2f} "
-            f"{r['p99_ms']:7.2f} {r['throughput_rps']:7.1f} {r['errors']:4d} {r['stable']}"
-        )
+    lines = _level_lines(results["levels"])
     lines.append("")
     paired = results.get("paired_pipeline")
     if paired:
@@ -317,7 +401,27 @@ def format_results(results: dict) -> str:
         lines.append(f"paired p50 ms over {paired['rounds']} rounds: {p50}")
     for key, value in results["ratios"].items():
         lines.append(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
+    batching = results.get("adaptive_batching")
+    if batching:
+        lines += [
+            "",
+            f"MLServer adaptive batching {batching['settings']}, same MLServer, taking turns:",
+        ]
+        lines += _level_lines(batching["levels"])
+        lines += [f"{key}: {value:.3f}" for key, value in batching["ratios"].items()]
     return "\n".join(lines)
+
+
+def _level_lines(levels: list[dict]) -> list[str]:
+    lines = [
+        f"{'name':46s} {'conc':>4s} {'p50':>7s} {'p90':>7s} {'p99':>7s} {'rps':>7s} {'err':>4s} stable"
+    ]
+    for r in levels:
+        lines.append(
+            f"{r['name']:46s} {r['concurrency']:4d} {r['p50_ms']:7.2f} {r['p90_ms']:7.2f} "
+            f"{r['p99_ms']:7.2f} {r['throughput_rps']:7.1f} {r['errors']:4d} {r['stable']}"
+        )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -335,9 +439,18 @@ def main(argv: list[str] | None = None) -> int:
         default=2,
         help="MLServer inference workers (default: %(default)s)",
     )
+    parser.add_argument(
+        "--no-adaptive-batching",
+        action="store_true",
+        help="skip the comparison with MLServer's adaptive batching",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
-    results = measure([int(v) for v in args.levels.split(",")], args.parallel_workers)
+    results = measure(
+        [int(v) for v in args.levels.split(",")],
+        args.parallel_workers,
+        adaptive_batching=not args.no_adaptive_batching,
+    )
     print(format_results(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

@@ -32,6 +32,7 @@ __all__ = [
     "ServeConfig",
     "load_valid_bundle",
     "serve",
+    "stage_model_folder",
     "stage_models",
 ]
 
@@ -86,16 +87,21 @@ def stage_models(bundle: Bundle, local_root: Path, directory: Path) -> dict[str,
         source = model.local_folder(local_root)
         if source is None:
             raise InvalidBundleError(f"model {name}: storageUri {model.storage_uri} is not local")
-        target = directory / name
-        target.mkdir(parents=True)
-        for entry in source.iterdir():
-            if entry.name != "model-settings.json" and entry.name != "__pycache__":
-                (target / entry.name).symlink_to(entry.resolve())
-        settings = json.loads((source / "model-settings.json").read_text())
-        settings["name"] = name
-        (target / "model-settings.json").write_text(json.dumps(settings, indent=2))
-        staged[name] = target
+        staged[name] = stage_model_folder(source, directory / name, name)
     return staged
+
+
+def stage_model_folder(source: Path, target: Path, name: str, settings: dict | None = None) -> Path:
+    """`target`: symlinks to the artifact files of `source` and its model-settings.json with
+    this name (and `settings` merged in)."""
+    target.mkdir(parents=True)
+    for entry in source.iterdir():
+        if entry.name != "model-settings.json" and entry.name != "__pycache__":
+            (target / entry.name).symlink_to(entry.resolve())
+    merged = {**json.loads((source / "model-settings.json").read_text()), **(settings or {})}
+    merged["name"] = name
+    (target / "model-settings.json").write_text(json.dumps(merged, indent=2))
+    return target
 
 
 def build_monitor(config: ServeConfig, bundle: Bundle, registry) -> PipelineMonitor:
