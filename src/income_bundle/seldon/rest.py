@@ -345,6 +345,7 @@ class RestServer:
             server_header=False,
             proxy_headers=False,
             timeout_keep_alive=75,  # as aiohttp's and Envoy's keep-alive: clients reuse connections
+            timeout_graceful_shutdown=10,  # in-flight requests get this long on stop
         )
         self._server = _EmbeddedServer(config)
         self._task: asyncio.Task | None = None
