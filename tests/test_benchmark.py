@@ -60,5 +60,5 @@ def test_failed_calls_are_counted_as_errors(short_windows):
         await asyncio.sleep(0.001)
         raise RuntimeError("503")
 
-    level = asyncio.run(benchmark.run_level("x", failing, concurrency=1))
+    [level] = asyncio.run(benchmark.run_levels({"x": failing}, concurrency=1))
     assert level.errors > 10 and level.latencies_ms == []

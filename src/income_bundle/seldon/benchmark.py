@@ -29,7 +29,7 @@ import aiohttp
 import numpy as np
 import orjson
 
-__all__ = ["Level", "main", "measure", "measure_adaptive_batching", "run_level", "run_levels"]
+__all__ = ["Level", "main", "measure", "measure_adaptive_batching", "run_levels"]
 
 WINDOW_S = 2.0
 MAX_WINDOWS = 10
@@ -114,11 +114,6 @@ async def run_levels(calls: dict[str, Call], concurrency: int) -> list[Level]:
         for session in sessions.values():
             await session.close()
     return list(levels.values())
-
-
-async def run_level(name: str, call: Call, concurrency: int) -> Level:
-    """One call alone: windows until three agree within 10%."""
-    return (await run_levels({name: call}, concurrency))[0]
 
 
 async def _window(level: Level, call: Call, session: aiohttp.ClientSession) -> None:
