@@ -17,13 +17,14 @@ import yaml
 
 from income_bundle.crds import CrdSchemas, find_crd_dir
 from income_bundle.seldon.bundle import IN_CLUSTER_ROOT
+from income_bundle.upstream_checks import kubernetes_schema_version
 
 ROOT = Path(__file__).resolve().parents[1]
 ANSIBLE = ROOT / "ansible"
 BIN = Path(sys.executable).parent
 PLAYBOOKS = sorted((ANSIBLE / "playbooks").glob("*.yaml"))
 ROLES = sorted(p.name for p in (ANSIBLE / "roles").iterdir() if p.is_dir())
-KUBERNETES_VERSION = "1.32.0"  # the kind node image's minor version
+KUBERNETES_VERSION = kubernetes_schema_version(ANSIBLE / "roles")  # the kind node's minor
 
 
 def run(args: list[str], cwd: Path = ANSIBLE, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -110,7 +111,7 @@ def test_server_validates_against_seldon_crds_and_mounts_the_storage_root(render
 def test_kind_config_mounts_the_checkout_where_storage_uris_point(rendered):
     (config,) = documents(rendered / "kind-config.yaml")
     (node,) = config["nodes"]
-    assert re.fullmatch(r"kindest/node:v1\.32\.\d+@sha256:[0-9a-f]{64}", node["image"])
+    assert re.fullmatch(r"kindest/node:v1\.33\.\d+@sha256:[0-9a-f]{64}", node["image"])
     (mount,) = node["extraMounts"]
     assert mount == {"hostPath": str(ROOT), "containerPath": IN_CLUSTER_ROOT, "readOnly": True}
     assert all(p["listenAddress"] == "127.0.0.1" for p in node["extraPortMappings"])

@@ -20,7 +20,7 @@ from income_bundle.monitoring.dashboard import (
     dashboard_queries,
     main,
 )
-from tests.test_ansible import documents
+from tests.test_ansible import KUBERNETES_VERSION, documents
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
@@ -197,7 +197,7 @@ def test_cluster_configmap_carries_the_dashboard_for_grafanas_sidecar(rendered, 
     import kubernetes_validate
 
     (configmap,) = documents(rendered / "grafana-dashboard.yaml")
-    kubernetes_validate.validate(configmap, "1.32.0", strict=True)
+    kubernetes_validate.validate(configmap, KUBERNETES_VERSION, strict=True)
     (values,) = documents(rendered / "kube-prometheus-stack-values.yaml")
     sidecar = values["grafana"]["sidecar"]["dashboards"]
     assert configmap["metadata"]["labels"][sidecar["label"]] == sidecar["labelValue"]

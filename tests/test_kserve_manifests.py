@@ -1,5 +1,5 @@
 """kserve/: the InferenceService strictly against KServe v0.20.0's CRD, core kinds against
-Kubernetes 1.32, and the Knative objects (no CRD schema here) structurally, with the pod specs
+Kubernetes 1.33, and the Knative objects (no CRD schema here) structurally, with the pod specs
 inside them validated as Kubernetes pods. Plus one name everywhere: the artifacts the manifests
 point at exist and are named as the objects that serve them."""
 
@@ -20,9 +20,10 @@ from income_bundle.kserve.manifests import (
     OPTIONAL,
     load_documents,
 )
+from income_bundle.upstream_checks import kubernetes_schema_version
 
 ROOT = Path(__file__).resolve().parents[1]
-KUBERNETES_VERSION = "1.32.0"  # the kind node image's minor version
+KUBERNETES_VERSION = kubernetes_schema_version(ROOT / "ansible" / "roles")  # the kind node's minor
 KSERVE_CRD = "kserve-v0.20.0-inferenceservices-crd.yaml"
 CORE_KINDS = {("v1", "Namespace"), ("v1", "PersistentVolume"), ("v1", "PersistentVolumeClaim"),
               ("v1", "Service"), ("apps/v1", "Deployment")}  # fmt: skip
