@@ -3,6 +3,7 @@ them, and the gateway still ready afterwards. Then a schema-driven fuzz of the R
 
 from __future__ import annotations
 
+import http.client
 import json
 import math
 import re
@@ -20,6 +21,26 @@ PIPELINE = "income-production.pipeline"
 
 def body(*tensors):
     return json.dumps({"inputs": list(tensors)}).encode()
+
+
+def with_id(request_id) -> bytes:
+    return json.dumps({"id": request_id, "inputs": [tensor(ROW, [1, 12])]}).encode()
+
+
+def deep_body(depth: int) -> bytes:
+    data = b"[" * depth + b"1" + b"]" * depth
+    return (
+        b'{"inputs": [{"name": "predict", "datatype": "FP32", "shape": [1, 12], "data": %s}]}'
+        % data
+    )
+
+
+def raw_body(values: list, last: str) -> bytes:
+    data = ", ".join([*map(str, values), last])
+    return (
+        b'{"inputs": [{"name": "predict", "datatype": "FP32", "shape": [1, 12], "data": [%s]}]}'
+        % data.encode()
+    )
 
 
 # (id, seldon-model header, raw body, expected status, phrase in the error)
@@ -162,6 +183,80 @@ REST_CASES = [
         404,
         "no model or pipeline 'nope.pipeline'",
     ),
+    # Request ids: they are echoed into a response header, so the rule is a header value's.
+    ("id-newline", PIPELINE, with_id("a\nb"), 400, "contains '\\n'"),
+    ("id-newline-model", "income", with_id("a\r\nb"), 400, "contains '\\r'"),
+    ("id-nul", "income", with_id("\u0000x"), 400, "contains '\\x00'"),
+    ("id-number", PIPELINE, with_id(5), 400, "'id' must be a string, got int"),
+    ("id-object", "income", with_id({"a": 1}), 400, "must be a string, got dict"),
+    ("id-100-kb", PIPELINE, with_id("x" * 100_000), 400, "100000 characters long"),
+    ("id-100-kb-model", "income", with_id("x" * 100_000), 400, "at most 1024"),
+    ("id-trailing-space", "income", with_id("a "), 400, "no leading or trailing space"),
+    ("id-non-ascii", "income", with_id("caf\u00e9"), 400, "visible ASCII"),
+    # Deep nesting (json parsers allow ~1000 levels; a recursive flatten does not).
+    *(
+        (f"nested-990-{target}", target, deep_body(990), 400, "nests lists deeper")
+        for target in (PIPELINE, "income", "income-drift", "income-explainer", "income-v1.pipeline")
+    ),
+    ("nested-beyond-shape", "income", body(tensor([[ROW]], [1, 12])), 400, "shape's 2 dimensions"),
+    ("nested-too-deep-for-json", "income", deep_body(5000), 400, "not JSON"),
+    # Shapes and numbers.
+    (
+        "huge-shape-tiny-data",
+        PIPELINE,
+        body(tensor(ROW, [10**12, 12])),
+        400,
+        "needs 12000000000000",
+    ),
+    ("huge-shape-model", "income-drift", body(tensor(ROW, [2**62, 12])), 400, "but carries 12"),
+    ("shape-beyond-int64", "income", body(tensor(ROW, [10**30, 12])), 400, "non-negative integers"),
+    ("fp32-overflow", "income", body(tensor(row_with(0, 1e39), [1, 12])), 400, "(FP32)"),
+    ("fp16-overflow", PIPELINE, body(tensor(row_with(8, 70000), [1, 12], "FP16")), 400, "FP16"),
+    (
+        "int32-overflow",
+        PIPELINE,
+        body(tensor(row_with(8, 2**40), [1, 12], "INT32")),
+        400,
+        "'Capital Gain') is 1.09951e+12; expected an integer from -2147483648 to 2147483647 (INT32)",
+    ),
+    ("uint8-negative", "income", body(tensor(row_with(0, -3), [1, 12], "UINT8")), 400, "UINT8"),
+    (
+        "int-fraction",
+        "income",
+        body(tensor(row_with(0, 39.5), [1, 12], "INT64")),
+        400,
+        "is 39.5; expected an integer",
+    ),
+    ("double-overflow", "income", raw_body(ROW[:11], "1e400"), 400, "not JSON"),
+    # A repeated key: parsers differ on which wins, so nobody may pick one.
+    (
+        "repeated-inputs",
+        "income",
+        b'{"inputs": [{"name": "predict", "datatype": "FP32", "shape": [1, 12], "data": ["bad"]}],'
+        + b'"inputs": '
+        + json.dumps([tensor(ROW, [1, 12])]).encode()
+        + b"}",
+        400,
+        "repeats the key 'inputs'",
+    ),
+    (
+        "repeated-shape",
+        PIPELINE,
+        json.dumps({"inputs": [tensor(ROW, [1, 12])]})
+        .encode()
+        .replace(b'"shape"', b'"shape": [2, 12], "shape"'),
+        400,
+        "repeats the key 'shape'",
+    ),
+    (
+        "repeated-key-hidden-by-a-string",  # a string holding `":` makes the quick count unsure
+        "income",
+        json.dumps({"id": 'x":', "inputs": [tensor(ROW, [1, 12])]})
+        .encode()
+        .replace(b'"id"', b'"id": "a", "id"'),
+        400,
+        "repeats the key 'id'",
+    ),
 ]
 
 
@@ -206,6 +301,8 @@ def test_pipeline_errors_name_the_pipeline(seldon):
 
 
 CONTENTS = {
+    "FP16": "fp32_contents",
+    "INT8": "int_contents",
     "FP32": "fp32_contents",
     "FP64": "fp64_contents",
     "INT64": "int64_contents",
@@ -222,6 +319,12 @@ def grpc_request(*tensors, raw: list[bytes] | None = None):
             getattr(item.contents, CONTENTS[t["datatype"]]).extend(values)
     if raw is not None:
         request.raw_input_contents.extend(raw)
+    return request
+
+
+def grpc_with_id(request_id: str):
+    request = grpc_request(tensor(ROW, [1, 12]))
+    request.id = request_id
     return request
 
 
@@ -325,6 +428,30 @@ GRPC_CASES = [
         "INVALID_ARGUMENT",
         "expected [-1, 57]",
     ),
+    ("id-newline", PIPELINE, grpc_with_id("a\nb"), "INVALID_ARGUMENT", "contains '\\n'"),
+    ("id-nul", "income", grpc_with_id("\0"), "INVALID_ARGUMENT", "contains '\\x00'"),
+    ("id-100-kb", "income", grpc_with_id("x" * 100_000), "INVALID_ARGUMENT", "at most 1024"),
+    (
+        "int8-overflow",
+        "income",
+        grpc_request(tensor(row_with(0, 300), [1, 12], "INT8")),
+        "INVALID_ARGUMENT",
+        "is 300; expected an integer from -128 to 127 (INT8)",
+    ),
+    (
+        "fp16-overflow",
+        PIPELINE,
+        grpc_request(tensor(row_with(8, 70000.0), [1, 12], "FP16")),
+        "INVALID_ARGUMENT",
+        "(FP16)",
+    ),
+    (
+        "huge-shape-tiny-data",
+        PIPELINE,
+        grpc_request(tensor(ROW, [10**12, 12])),
+        "INVALID_ARGUMENT",
+        "needs 12000000000000 values",
+    ),
 ]
 
 
@@ -341,6 +468,54 @@ def test_grpc_malformed_request(seldon, case, header, request_, code, phrase):
     assert error.value.code().name == code
     assert phrase in error.value.details()
     assert model_calls(seldon) == before
+
+
+HEADER_CASES = [
+    ("id-control-character", {"x-request-id": "a\x01b"}, 400, "contains '\\x01'"),
+    ("id-2000-characters", {"x-request-id": "x" * 2000}, 400, "2000 characters long"),
+    ("id-latin-1", {"x-request-id": "caf\xe9"}, 400, "visible ASCII"),
+    ("id-100-kb", {"x-request-id": "x" * 100_000}, 431, "request headers are 100"),
+    ("header-70-kb", {"x-filler": "y" * 70_000}, 431, "at most 61440"),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "headers", "status", "phrase"), HEADER_CASES, ids=[c[0] for c in HEADER_CASES]
+)
+@pytest.mark.parametrize("target", ["income", PIPELINE])
+def test_rest_malformed_headers(seldon, case, headers, status, phrase, target):
+    before = model_calls(seldon)
+    host, port = seldon.http_url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    all_headers = {"seldon-model": target, "content-type": "application/json", **headers}
+    connection.request("POST", "/v2/models/m/infer", body(tensor(ROW, [1, 12])), all_headers)
+    response = connection.getresponse()
+    answer = json.loads(response.read())
+    connection.close()
+    assert response.status == status, answer
+    assert set(answer) == {"error"} and phrase in answer["error"]
+    assert response.getheader("x-request-id") is None
+    assert model_calls(seldon) == before
+
+
+def test_grpc_request_id_metadata_is_checked(seldon):
+    with grpc_lib.insecure_channel(seldon.grpc_address) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        for value, phrase in [("x" * 2000, "2000 characters long"), (" a", "leading")]:
+            metadata = [("seldon-model", PIPELINE), ("x-request-id", value)]
+            with pytest.raises(grpc_lib.RpcError) as error:
+                stub.ModelInfer(grpc_request(tensor(ROW, [1, 12])), metadata=metadata, timeout=30)
+            assert error.value.code() == grpc_lib.StatusCode.INVALID_ARGUMENT
+            assert "'x-request-id' metadata" in error.value.details()
+            assert phrase in error.value.details()
+        # Metadata beyond gRPC's limit (8 KiB by default) is refused by the transport, with a
+        # status, and the server goes on serving.
+        metadata = [("seldon-model", PIPELINE), ("x-filler", "y" * 100_000)]
+        with pytest.raises(grpc_lib.RpcError) as error:
+            stub.ModelInfer(grpc_request(tensor(ROW, [1, 12])), metadata=metadata, timeout=30)
+        assert error.value.code() == grpc_lib.StatusCode.RESOURCE_EXHAUSTED, error.value
+        ready = stub.ServerReady(service_pb2.ServerReadyRequest(), timeout=30)
+        assert ready.ready
 
 
 def test_gateway_still_serves_after_malformed_requests(seldon, scenario):
@@ -364,10 +539,13 @@ def test_mlserver_422_and_plain_500_are_translated():
         400,
         "model income rejected the request: body.inputs.0.datatype: Field required",
     )
-    assert _translate_error("income", 500, b"Internal Server Error") == (
-        500,
-        "model income failed: Internal Server Error",
-    )
+    # A 5xx carries MLServer's or the model's internals: logged, never passed on.
+    for answer in (b"Traceback: /srv/secret.py", b'{"error": "KeyError: /srv/secret.py"}'):
+        status, message = _translate_error("income", 500, answer)
+        assert status == 500 and "secret" not in message
+        assert (
+            message == "model income failed on MLServer (HTTP 500); the gateway log has its answer"
+        )
     assert _translate_error(
         "income", 400, b'{"error": "mlserver.errors.InferenceError: model income: bad"}'
     ) == (400, "model income: bad")

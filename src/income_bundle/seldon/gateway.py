@@ -28,7 +28,8 @@ from prometheus_client.core import CounterMetricFamily
 from income_bundle import integrity
 from income_bundle.seldon.bundle import Bundle, TensorRef
 from income_bundle.seldon.engine import GatewayError, PipelineEngine
-from income_bundle.seldon.tensors import Tensor, from_json, to_json
+from income_bundle.seldon.request_id import check_request_id
+from income_bundle.seldon.tensors import Tensor, from_json, range_problem, to_json
 from income_bundle.seldon.upstream import UpstreamClient, UpstreamError, UpstreamResponse
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 
 SELDON_MODEL_HEADER = "seldon-model"
 PIPELINE_SUFFIX = ".pipeline"
-REQUEST_ID_HEADER = "x-request-id"
+INTERNAL_ERROR_MESSAGE = "internal error in the gateway; the details are in its log"
 JSON_HEADERS = {"Content-Type": "application/json"}
 NUMERIC = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64"}
 FLOATS = {"FP16", "FP32", "FP64"}
@@ -93,7 +94,7 @@ class ModelContract:
         if not set(map(type, data)) <= _FAST_NUMBERS:
             return False
         X = np.array(data, dtype=np.float64).reshape(shape)
-        if not np.isfinite(X).all():
+        if not np.isfinite(X).all() or range_problem(datatype, X.ravel()) is not None:
             return False
         if self.category_sizes:
             columns, sizes = self._category_arrays()
@@ -119,11 +120,21 @@ class ModelContract:
             width = int(self.declared[0]["shape"][1])
             inputs = [integrity.Tensor(t.name, t.datatype, t.shape, t.data) for t in tensors]
             try:
-                integrity.check_request(
+                X = integrity.check_request(
                     self.name, inputs, width, self.feature_names, self.category_sizes
                 )
             except integrity.BadRequestError as e:
                 raise GatewayError(400, str(e)) from e
+            problem = range_problem(inputs[0].datatype, X.ravel())
+            if problem is not None:
+                index, expected = problem
+                row, column = divmod(index, width)
+                feature = f" ({self.feature_names[column]!r})" if self.feature_names else ""
+                raise GatewayError(
+                    400,
+                    f"model {self.name}: input {inputs[0].name!r}: row {row}, column {column}"
+                    f"{feature} is {X[row, column]:g}; expected {expected}",
+                )
 
 
 _FAST_BODY_KEYS = {"id", "inputs", "parameters", "outputs"}
@@ -132,8 +143,11 @@ _FAST_NUMBERS = {int, float}
 
 
 def _fast_extras_ok(body: dict[str, Any]) -> bool:
-    if "id" in body and type(body["id"]) is not str:
-        return False
+    if "id" in body:
+        try:
+            check_request_id(body["id"], "")
+        except GatewayError:
+            return False
     if "parameters" in body and type(body["parameters"]) is not dict:
         return False
     outputs = body.get("outputs", [])
@@ -162,6 +176,18 @@ def _check_tensor(model: str, index: int, tensor: Tensor) -> None:
                     400,
                     f"{where}: value {position} is {value!r}; expected a {tensor.datatype} number",
                 )
+        values = np.asarray(tensor.data, dtype=np.float64)
+        if tensor.datatype != "BOOL" and not np.isfinite(values).all():
+            position = int(np.flatnonzero(~np.isfinite(values))[0])
+            raise GatewayError(
+                400, f"{where}: value {position} is {values[position]}; expected a finite number"
+            )
+        problem = range_problem(tensor.datatype, values)
+        if problem is not None:
+            position, expected = problem
+            raise GatewayError(
+                400, f"{where}: value {position} is {values[position]:g}; expected {expected}"
+            )
 
 
 class MLServerForwarder:
@@ -200,9 +226,9 @@ class MLServerForwarder:
                 504, f"model {model} did not answer within {self.timeout_s:g} s"
             ) from None
         except UpstreamError as e:
+            log.warning("model %s: MLServer at %s: %s", model, self.base_url, e)
             raise GatewayError(
-                503,
-                f"model {model} is unavailable: MLServer at {self.base_url} is not reachable ({e})",
+                503, f"model {model} is unavailable: MLServer at {self.base_url} is not reachable"
             ) from e
         if response.status != 200:
             raise GatewayError(*_translate_error(model, response.status, response.body))
@@ -225,11 +251,21 @@ class MLServerForwarder:
             response = await self._request("GET", f"/v2/models/{model}")
             return response.status, orjson.loads(response.body)
         except (UpstreamError, TimeoutError, orjson.JSONDecodeError) as e:
-            raise GatewayError(503, f"model {model} is unavailable: {e}") from e
+            log.warning("model %s: metadata from MLServer at %s: %r", model, self.base_url, e)
+            raise GatewayError(
+                503, f"model {model} is unavailable: no metadata from MLServer at {self.base_url}"
+            ) from e
 
 
 def _translate_error(model: str, status: int, raw: bytes) -> tuple[int, str]:
-    """MLServer answers {"error": ...}, FastAPI's 422 {"detail": ...}, or plain-text 500s."""
+    """MLServer answers {"error": ...}, FastAPI's 422 {"detail": ...}, or plain-text 500s. A 5xx
+    carries the model's or MLServer's internals (exception text): logged, not passed on."""
+    if status >= 500:
+        log.warning("model %s: MLServer answered %d: %s", model, status, raw[:2000])
+        return (
+            status,
+            f"model {model} failed on MLServer (HTTP {status}); the gateway log has its answer",
+        )
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -241,7 +277,7 @@ def _translate_error(model: str, status: int, raw: bytes) -> tuple[int, str]:
             message = message.split(": ", 1)[1]
         if f"model {model}" not in message:
             message = f"model {model}: {message}"
-        return (400 if 400 <= status < 500 else status), message
+        return 400, message
     if isinstance(body, dict) and "detail" in body:
         details = body["detail"]
         if isinstance(details, list):
@@ -254,7 +290,7 @@ def _translate_error(model: str, status: int, raw: bytes) -> tuple[int, str]:
     if status == 404:
         return 503, f"model {model} is not loaded on MLServer"
     text = raw.decode("utf-8", "replace").strip()[:500] or f"HTTP {status}"
-    return (status if status >= 500 else 400), f"model {model} failed: {text}"
+    return 400, f"model {model} failed: {text}"
 
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)

@@ -6,19 +6,29 @@ one process can be a gRPC server here and a tritonclient gRPC client in tests an
 
 from __future__ import annotations
 
-import uuid
+import functools
+import logging
 
 import grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from income_bundle.seldon.engine import GatewayError
-from income_bundle.seldon.gateway import PIPELINE_SUFFIX, SELDON_MODEL_HEADER, Gateway
+from income_bundle.seldon.gateway import (
+    INTERNAL_ERROR_MESSAGE,
+    PIPELINE_SUFFIX,
+    SELDON_MODEL_HEADER,
+    Gateway,
+)
+from income_bundle.seldon.request_id import REQUEST_ID_HEADER, check_request_id, new_request_id
 from income_bundle.seldon.tensors import TensorError, from_grpc_request, to_grpc_response
+
+log = logging.getLogger(__name__)
 
 __all__ = ["GRPC_STATUS", "build_grpc_server"]
 
 GRPC_STATUS = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
+    431: grpc.StatusCode.RESOURCE_EXHAUSTED,
     404: grpc.StatusCode.NOT_FOUND,
     500: grpc.StatusCode.INTERNAL,
     503: grpc.StatusCode.UNAVAILABLE,
@@ -26,15 +36,32 @@ GRPC_STATUS = {
 }
 
 
-def _header(context: grpc.aio.ServicerContext) -> str | None:
+def _header(context: grpc.aio.ServicerContext, name: str = SELDON_MODEL_HEADER) -> str | None:
+    """The last value of metadata `name`, as Seldon's pipeline gateway reads it (grpcserver.go's
+    extractHeader, v2.10.2: "assuming that was added last")."""
+    found = None
     for key, value in context.invocation_metadata() or ():
-        if key.lower() == SELDON_MODEL_HEADER:
-            return value
-    return None
+        if key.lower() == name:
+            found = value
+    return found
 
 
-async def _abort(context: grpc.aio.ServicerContext, error: GatewayError):
-    await context.abort(GRPC_STATUS.get(error.status, grpc.StatusCode.UNKNOWN), error.message)
+def _guarded(method):
+    """Every error answered with a status and a message: GatewayErrors with theirs, anything
+    else as INTERNAL with a plain message (its text stays in the log: it can carry internals)."""
+
+    @functools.wraps(method)
+    async def guarded(self, request, context):
+        try:
+            return await method(self, request, context)
+        except GatewayError as e:
+            code = GRPC_STATUS.get(e.status, grpc.StatusCode.UNKNOWN)
+            await context.abort(code, e.message)
+        except Exception:
+            log.exception("unhandled error in %s", method.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_ERROR_MESSAGE)
+
+    return guarded
 
 
 class _Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
@@ -44,24 +71,21 @@ class _Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def ServerLive(self, request, context):  # noqa: N802 - protobuf method names
         return service_pb2.ServerLiveResponse(live=True)
 
+    @_guarded
     async def ServerReady(self, request, context):  # noqa: N802
         return service_pb2.ServerReadyResponse(ready=await self.gateway.ready())
 
+    @_guarded
     async def ModelReady(self, request, context):  # noqa: N802
-        try:
-            ready = await self.gateway.ready(_header(context) or request.name)
-        except GatewayError as e:
-            await _abort(context, e)
+        ready = await self.gateway.ready(_header(context) or request.name)
         return service_pb2.ModelReadyResponse(ready=ready)
 
     async def ServerMetadata(self, request, context):  # noqa: N802
         return service_pb2.ServerMetadataResponse(name="income-bundle-gateway", version="1")
 
+    @_guarded
     async def ModelMetadata(self, request, context):  # noqa: N802
-        try:
-            kind, name = self.gateway.resolve(_header(context) or request.name)
-        except GatewayError as e:
-            await _abort(context, e)
+        kind, name = self.gateway.resolve(_header(context) or request.name)
         if kind == "pipeline":
             return service_pb2.ModelMetadataResponse(
                 name=f"{name}{PIPELINE_SUFFIX}", platform="seldon-pipeline"
@@ -72,23 +96,28 @@ class _Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             response.inputs.add(name=item["name"], datatype=item["datatype"], shape=item["shape"])
         return response
 
+    @_guarded
     async def ModelInfer(self, request, context):  # noqa: N802
-        request_id = request.id or str(uuid.uuid4())
-        try:
-            try:
-                tensors, parameters = from_grpc_request(request)
-            except TensorError as e:
-                raise GatewayError(400, str(e)) from e
-            if not tensors:
-                raise GatewayError(400, "the request needs at least one input tensor")
-            extra: dict = {"parameters": parameters} if parameters else {}
-            if request.outputs:
-                extra["outputs"] = [{"name": o.name} for o in request.outputs]
-            name, outputs = await self.gateway.infer(
-                _header(context), tensors, extra, "grpc", request_id
+        request_id = (
+            check_request_id(
+                _header(context, REQUEST_ID_HEADER), f"the '{REQUEST_ID_HEADER}' metadata"
             )
-        except GatewayError as e:
-            await _abort(context, e)
+            or check_request_id(request.id, "the request's 'id'")
+            or new_request_id()
+        )
+        try:
+            tensors, parameters = from_grpc_request(request)
+        except TensorError as e:
+            raise GatewayError(400, str(e)) from e
+        if not tensors:
+            raise GatewayError(400, "the request needs at least one input tensor")
+        extra: dict = {"parameters": parameters} if parameters else {}
+        if request.outputs:
+            extra["outputs"] = [{"name": o.name} for o in request.outputs]
+        name, outputs = await self.gateway.infer(
+            _header(context), tensors, extra, "grpc", request_id
+        )
+        await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
         return to_grpc_response(
             service_pb2, name, request_id, outputs, raw=bool(request.raw_input_contents)
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import json
 import logging
 import re
 import socket
@@ -29,11 +30,12 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from income_bundle.errors import BundleError
 from income_bundle.seldon.engine import GatewayError
 from income_bundle.seldon.gateway import (
+    INTERNAL_ERROR_MESSAGE,
     PIPELINE_SUFFIX,
-    REQUEST_ID_HEADER,
     SELDON_MODEL_HEADER,
     Gateway,
 )
+from income_bundle.seldon.request_id import REQUEST_ID_HEADER, check_request_id
 from income_bundle.seldon.tensors import Tensor, TensorError, from_json, to_json
 
 __all__ = [
@@ -51,6 +53,9 @@ log = logging.getLogger(__name__)
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
 MAX_BODY_BYTES = 64 * 1024 * 1024
+# Envoy's default limit on a request's headers (max_request_headers_kb: 60), which seldon-mesh
+# keeps (scheduler/pkg/envoy/xdscache/resource.go, v2.10.2, sets no other): Envoy answers 431.
+MAX_HEADER_BYTES = 60 * 1024
 _JSON = (b"content-type", b"application/json")
 
 
@@ -118,6 +123,55 @@ def error_response(status: int, message: str) -> Response:
     return Response(orjson.dumps({"error": message}), status)
 
 
+def parse_json(raw: bytes) -> Any:
+    """The JSON document in `raw`; GatewayError(400) when it is not JSON or an object repeats a
+    key. Parsers disagree on which of two equal keys wins (first or last), so a repeated key
+    could let the gateway check one value while a model reads the other."""
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise GatewayError(400, f"the request body is not JSON: {e}") from e
+    # Every key ends with `"`, optional space, `:`; so when that pattern occurs no more often than
+    # the parsed objects hold keys, no key was repeated (the usual case, in one regex scan).
+    if len(_KEY_END.findall(raw)) > _count_keys(document):
+        try:
+            json.loads(raw, object_pairs_hook=_refuse_repeated_keys)
+        except RecursionError:
+            raise GatewayError(400, "the request body nests too deeply") from None
+    return document
+
+
+_KEY_END = re.compile(rb'"[ \t\r\n]*:')
+
+
+def _count_keys(document: Any) -> int:
+    """Keys of the objects in `document`, not looking into lists that start with a scalar (tensor
+    data). Counting too few only sends a body to the slow exact check, never lets a repeat by."""
+    count, pending = 0, [document]
+    while pending:
+        value = pending.pop()
+        if type(value) is dict:
+            count += len(value)
+            pending.extend(value.values())
+        elif type(value) is list and value and type(value[0]) in _CONTAINERS:
+            pending.extend(value)
+    return count
+
+
+_CONTAINERS = (dict, list)
+
+
+def _refuse_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise GatewayError(
+                400, f"the request body repeats the key {key!r} in one object; send each once"
+            )
+        found[key] = value
+    return found
+
+
 def parse_rest_request(
     raw: bytes, parsed: Any = None
 ) -> tuple[list[Tensor], dict[str, Any], str | None]:
@@ -148,8 +202,7 @@ def parse_rest_request(
         ):
             raise GatewayError(400, "'outputs' must be a list of objects with a 'name'")
         extra["outputs"] = [{"name": o["name"]} for o in outputs]
-    request_id = body.get("id")
-    return tensors, extra, request_id if isinstance(request_id, str) and request_id else None
+    return tensors, extra, check_request_id(body.get("id"), "the request's 'id'")
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -183,17 +236,26 @@ class RestFront:
         try:
             handler, params = self._route(method, path)
             headers: dict[str, str] = {}
+            size = 0
             for name, value in scope["headers"]:
+                size += len(name) + len(value)
                 headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+            if size > MAX_HEADER_BYTES:
+                raise GatewayError(
+                    431,
+                    f"the request headers are {size} bytes; at most {MAX_HEADER_BYTES} "
+                    "(Envoy's limit in seldon-mesh)",
+                )
             request = Request(method, path, params, headers, scope["query_string"], receive)
             response = await handler(request)
         except GatewayError as e:
             response = error_response(e.status, e.message)
             if isinstance(e, _MethodNotAllowedError):
                 response.headers.append((b"allow", e.allowed.encode()))
-        except Exception as e:
+        except Exception:
+            # The exception's text stays in the log: it can carry internals (paths, data).
             log.exception("unhandled error on %s %s", method, path)
-            response = error_response(500, f"gateway error: {type(e).__name__}: {e}")
+            response = error_response(500, INTERNAL_ERROR_MESSAGE)
         await send(
             {
                 "type": "http.response.start",
@@ -224,13 +286,12 @@ class RestFront:
 
     async def infer(self, request: Request) -> Response:
         gateway = self.gateway
-        request_id = request.headers.get(REQUEST_ID_HEADER)
+        request_id = check_request_id(
+            request.headers.get(REQUEST_ID_HEADER), f"the '{REQUEST_ID_HEADER}' header"
+        )
         raw = await request.body()
         header = request.headers.get(SELDON_MODEL_HEADER)
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            body = None
+        body = parse_json(raw)
         passed = None
         if type(body) is dict:
             passed = await gateway.infer_model_json(header, body, raw)

@@ -12,13 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from income_bundle.integrity import flatten
-
 __all__ = [
     "DATATYPES",
     "Tensor",
     "TensorError",
     "concat_rows",
+    "flatten",
     "from_grpc_request",
     "from_json",
     "to_grpc_response",
@@ -43,6 +42,16 @@ DATATYPES: dict[str, tuple[str | None, str]] = {
 }
 
 
+# The largest finite value of each float datatype, and the bounds of each integer datatype:
+# a JSON number outside them would become inf or wrap around where the model decodes it.
+_FLOAT_LIMITS = {"FP16": float(np.finfo(np.float16).max), "FP32": float(np.finfo(np.float32).max)}
+_INT_LIMITS = {
+    name: (int(np.iinfo(dtype).min), int(np.iinfo(dtype).max))
+    for name, (dtype, _) in DATATYPES.items()
+    if name.startswith(("INT", "UINT"))
+}
+
+
 class TensorError(ValueError):
     """A tensor that cannot be decoded; the message says which and why."""
 
@@ -61,6 +70,49 @@ class Tensor:
     @property
     def rows(self) -> int:
         return self.shape[0] if self.shape else 1
+
+
+def range_problem(datatype: str, values: np.ndarray) -> tuple[int, str] | None:
+    """The flat index of the first value `datatype` cannot hold and what it expects, or None.
+    `values`: the tensor's (finite) numbers as float64."""
+    if datatype in _FLOAT_LIMITS:
+        limit = _FLOAT_LIMITS[datatype]
+        bad = np.flatnonzero(np.abs(values) > limit)
+        return (
+            (int(bad[0]), f"a number from {-limit:g} to {limit:g} ({datatype})")
+            if len(bad)
+            else None
+        )
+    if datatype in _INT_LIMITS:
+        low, high = _INT_LIMITS[datatype]
+        bad = np.flatnonzero((values != np.round(values)) | (values < low) | (values > high))
+        return (int(bad[0]), f"an integer from {low} to {high} ({datatype})") if len(bad) else None
+    return None
+
+
+def flatten(data: Any, max_depth: int, where: str) -> list[Any]:
+    """Nested lists (a V2 JSON tensor's data) as one flat list, row-major, without recursion;
+    TensorError when lists nest deeper than `max_depth` (the tensor's rank)."""
+    if type(data) is not list:
+        return [data]
+    if not any(type(item) is list for item in data):  # the common case, already flat
+        return list(data)
+    out: list[Any] = []
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if type(item) is list:
+                if len(stack) >= max_depth:
+                    raise TensorError(
+                        f"{where}: data nests lists deeper than its shape's {max_depth} "
+                        f"dimension{'s' if max_depth != 1 else ''}"
+                    )
+                stack.append(iter(item))
+                break
+            out.append(item)
+        else:
+            stack.pop()
+    return out
 
 
 def from_json(item: Any, where: str) -> Tensor:
@@ -87,7 +139,8 @@ def from_json(item: Any, where: str) -> Tensor:
     parameters = item.get("parameters") or {}
     if not isinstance(parameters, dict):
         raise TensorError(f"{where} ({name!r}): parameters must be an object")
-    return Tensor(name, datatype, list(shape), flatten(item["data"]), dict(parameters))
+    data = flatten(item["data"], max(len(shape), 1), f"{where} ({name!r})")
+    return Tensor(name, datatype, list(shape), data, dict(parameters))
 
 
 def to_json(tensor: Tensor) -> dict[str, Any]:
