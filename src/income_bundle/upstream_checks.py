@@ -128,3 +128,192 @@ def version_problems(roles_dir: Path) -> list[str]:
                 f"{_dotted(KSERVE_TESTED_CERT_MANAGER)} KServe v0.20.0 is tested with"
             )
     return problems
+
+
+# --- Selector facts ------------------------------------------------------------------------------
+
+# SeldonIO/seldon-core v2.10.2 operator/pkg/constants/constants.go: KubernetesNameLabelKey,
+# ServerLabelValue, ServerLabelNameKey; the Server reconciler puts both on every server pod
+# (Seldon's own prometheus/monitors/server-podmonitor.yaml selects the first).
+SELDON_SERVER_POD_LABELS = {"app.kubernetes.io/name": "seldon-server"}
+SELDON_SERVER_NAME_LABEL = "seldon-server-name"  # value: the Server's name
+# SeldonIO/seldon-core v2.10.2 k8s/helm-charts/seldon-core-v2-setup/templates/
+# _components-statefulsets.tpl: the mlserver ServerConfig names MLServer's metrics port so.
+SELDON_SERVER_METRICS_PORT = "server-metrics"
+# knative/serving knative-v1.21.1 pkg/apis/serving/register.go (ServiceLabelKey) and
+# pkg/reconciler/service/resources/configuration.go -> configuration/resources/revision.go ->
+# revision/resources/meta.go makeLabels: a Knative Service's pods carry this label = its name.
+KNATIVE_SERVICE_LABEL = "serving.knative.dev/service"
+# knative/serving knative-v1.21.1 pkg/apis/serving/v1/revision_helpers.go UserPortName, used by
+# pkg/reconciler/revision/resources/deploy.go buildContainerPorts: whatever the manifest calls
+# its port, the user container's only port is named "user-port" on the pod.
+KNATIVE_USER_PORT_NAME = "user-port"
+# kserve/kserve v0.20.0 pkg/logger/worker.go: CEInferenceRequest/CEInferenceResponse event types
+# and the extension attributes every logged event carries (SetExtension calls in sendCloudEvent).
+KSERVE_LOGGER_EVENT_TYPES = (
+    "org.kubeflow.serving.inference.request",
+    "org.kubeflow.serving.inference.response",
+)
+KSERVE_LOGGER_ATTRIBUTES = (
+    "type",
+    "source",
+    "id",
+    "inferenceservicename",
+    "namespace",
+    "component",
+    "endpoint",
+    "metadata",
+    "recordedtime",
+)
+# strimzi/strimzi-kafka-operator 0.45.0 api/.../model/kafka/KafkaResources.java
+# bootstrapServiceName: the bootstrap Service of Kafka <name> is <name>-kafka-bootstrap, serving
+# every listener's port.
+STRIMZI_BOOTSTRAP_SUFFIX = "-kafka-bootstrap"
+
+
+def _documents(path: Path) -> list[dict]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def _labels_match(selector: dict, labels: dict[str, str]) -> bool:
+    """Kubernetes label-selector semantics (matchLabels and In/NotIn/Exists/DoesNotExist)."""
+    if any(labels.get(key) != value for key, value in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, operator = expression["key"], expression["operator"]
+        values = expression.get("values", [])
+        if operator == "In" and labels.get(key) not in values:
+            return False
+        if operator == "NotIn" and labels.get(key) in values:
+            return False
+        if operator == "Exists" and key not in labels:
+            return False
+        if operator == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def _selected_values(selector: dict, key: str) -> set[str]:
+    """The values of `key` a selector can match (matchLabels or an In expression)."""
+    found = {selector.get("matchLabels", {}).get(key)} - {None}
+    for expression in selector.get("matchExpressions", []):
+        if expression["key"] == key and expression["operator"] == "In":
+            found |= set(expression.get("values", []))
+    return found
+
+
+def kserve_selector_problems(kserve_dir: Path) -> list[str]:
+    """kserve/: the PodMonitor, the Triggers and the event display's Service against what the
+    selected workloads carry."""
+    from income_bundle.kserve.runtime import DRIFT_EVENT_TYPE, OUTLIER_EVENT_TYPE
+
+    problems = []
+    docs = [doc for path in sorted(kserve_dir.glob("*.yaml")) for doc in _documents(path)]
+    by_kind: dict[str, dict[str, dict]] = {}
+    for doc in docs:
+        by_kind.setdefault(doc["kind"], {})[doc["metadata"]["name"]] = doc
+    knative_services = {
+        name
+        for name, doc in by_kind.get("Service", {}).items()
+        if doc["apiVersion"].startswith("serving.knative.dev/")
+    }
+    for name, monitor in by_kind.get("PodMonitor", {}).items():
+        selector = monitor["spec"]["selector"]
+        services = _selected_values(selector, KNATIVE_SERVICE_LABEL)
+        if not services:
+            problems.append(
+                f"PodMonitor {name} selects no {KNATIVE_SERVICE_LABEL} label: Knative's pods are "
+                f"told apart by it"
+            )
+        for service in sorted(services - knative_services):
+            problems.append(
+                f"PodMonitor {name} selects Knative Service {service}, which kserve/ lacks"
+            )
+        for service in sorted(services & knative_services):
+            if not _labels_match(selector, {KNATIVE_SERVICE_LABEL: service}):
+                problems.append(f"PodMonitor {name}: pods of {service} do not match its selector")
+        for endpoint in monitor["spec"].get("podMetricsEndpoints", []):
+            if endpoint.get("port") != KNATIVE_USER_PORT_NAME:
+                problems.append(
+                    f"PodMonitor {name} scrapes port {endpoint.get('port')!r}; Knative names the "
+                    f"user container's port {KNATIVE_USER_PORT_NAME!r} on the pod"
+                )
+    inference_services = set(by_kind.get("InferenceService", {}))
+    emitted = {DRIFT_EVENT_TYPE, OUTLIER_EVENT_TYPE}
+    for name, trigger in by_kind.get("Trigger", {}).items():
+        attributes = trigger["spec"].get("filter", {}).get("attributes", {})
+        event_type = attributes.get("type")
+        if event_type in KSERVE_LOGGER_EVENT_TYPES:
+            for key in sorted(set(attributes) - set(KSERVE_LOGGER_ATTRIBUTES)):
+                problems.append(
+                    f"Trigger {name} filters on {key!r}, which KServe's logger never sets "
+                    f"(it sets {', '.join(KSERVE_LOGGER_ATTRIBUTES)})"
+                )
+            service = attributes.get("inferenceservicename")
+            if service is not None and service not in inference_services:
+                problems.append(
+                    f"Trigger {name} waits for InferenceService {service}, not in kserve/"
+                )
+        elif event_type not in emitted:
+            problems.append(
+                f"Trigger {name} filters on type {event_type!r}: neither KServe's logger "
+                f"({', '.join(KSERVE_LOGGER_EVENT_TYPES)}) nor the detectors "
+                f"({', '.join(sorted(emitted))}) send it"
+            )
+        ref = trigger["spec"]["subscriber"].get("ref", {})
+        if ref.get("kind") == "Service" and ref.get("name") not in by_kind.get("Service", {}):
+            problems.append(f"Trigger {name} delivers to Service {ref.get('name')}, not in kserve/")
+    deployments = by_kind.get("Deployment", {})
+    for name, service in by_kind.get("Service", {}).items():
+        if name in knative_services:
+            continue
+        selector = {"matchLabels": service["spec"].get("selector", {})}
+        if not any(
+            _labels_match(selector, d["spec"]["template"]["metadata"].get("labels", {}))
+            for d in deployments.values()
+        ):
+            problems.append(f"Service {name} selects no pod of a Deployment in kserve/")
+    return problems
+
+
+def seldon_selector_problems(rendered_dir: Path, roles_dir: Path) -> list[str]:
+    """The Seldon path: MLServer's PodMonitor against the operator's server pod labels and the
+    ServerConfig's port, and Seldon's Kafka address against the Strimzi cluster the roles create."""
+    problems = []
+    server_name = _defaults(roles_dir, "seldon_core")["seldon_core_server_name"]
+    pod_labels = {**SELDON_SERVER_POD_LABELS, SELDON_SERVER_NAME_LABEL: server_name}
+    for doc in _documents(rendered_dir / "income-monitoring.yaml"):
+        if doc["kind"] != "PodMonitor":
+            continue
+        name = doc["metadata"]["name"]
+        if not _labels_match(doc["spec"]["selector"], pod_labels):
+            problems.append(
+                f"PodMonitor {name} selects {doc['spec']['selector']}, which the pods of Server "
+                f"{server_name} do not carry (Seldon's operator labels them {pod_labels})"
+            )
+        for endpoint in doc["spec"].get("podMetricsEndpoints", []):
+            if endpoint.get("port") != SELDON_SERVER_METRICS_PORT:
+                problems.append(
+                    f"PodMonitor {name} scrapes port {endpoint.get('port')!r}; MLServer's metrics "
+                    f"port is {SELDON_SERVER_METRICS_PORT!r} on Seldon's server pods"
+                )
+    ecosystem = _defaults(roles_dir, "ecosystem")
+    pool_and_kafka = _documents(rendered_dir / "kafka.yaml")
+    (kafka,) = [doc for doc in pool_and_kafka if doc["kind"] == "Kafka"]
+    plain_ports = [
+        listener["port"]
+        for listener in kafka["spec"]["kafka"]["listeners"]
+        if listener["type"] == "internal" and not listener.get("tls")
+    ]
+    expected = {
+        f"{kafka['metadata']['name']}{STRIMZI_BOOTSTRAP_SUFFIX}."
+        f"{ecosystem['ecosystem_mesh_namespace']}:{port}"
+        for port in plain_ports
+    }
+    bootstrap = _defaults(roles_dir, "seldon_core")["seldon_core_kafka_bootstrap"]
+    if bootstrap not in expected:
+        problems.append(
+            f"seldon_core_kafka_bootstrap is {bootstrap}; the Kafka cluster the ecosystem role "
+            f"creates answers on {', '.join(sorted(expected)) or 'no plain internal listener'}"
+        )
+    return problems
