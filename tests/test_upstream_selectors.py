@@ -4,6 +4,7 @@ KServe's logger attributes, Strimzi's bootstrap Service)."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -76,3 +77,16 @@ def test_event_display_service_selects_its_deployment(tmp_path):
     assert kserve_selector_problems(kserve) == [
         "Service event-display selects no pod of a Deployment in kserve/"
     ]
+
+
+def test_kserve_readme_states_every_attribute_the_logger_sends():
+    from income_bundle.upstream_checks import KSERVE_LOGGER_ATTRIBUTES
+
+    rows = dict(
+        re.findall(
+            r"^\| `ce-([a-z]+)` \| (.+) \|$", (ROOT / "kserve" / "README.md").read_text(), re.M
+        )
+    )
+    assert set(KSERVE_LOGGER_ATTRIBUTES) <= set(rows)
+    assert "occurrence" in rows["time"] and "sent" not in rows["time"]
+    assert "sent" in rows["recordedtime"]

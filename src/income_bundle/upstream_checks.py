@@ -163,7 +163,9 @@ KSERVE_LOGGER_ATTRIBUTES = (
     "component",
     "endpoint",
     "metadata",
-    "recordedtime",
+    "annotations",  # only when the logger is configured with metadata annotations
+    "time",  # SetTime(OccurrenceTime): when the request arrived or the answer was read
+    "recordedtime",  # SetExtension(RecordedTimeAttr, time.Now()): when the event was sent
 )
 # strimzi/strimzi-kafka-operator 0.45.0 api/.../model/kafka/KafkaResources.java
 # bootstrapServiceName: the bootstrap Service of Kafka <name> is <name>-kafka-bootstrap, serving
