@@ -106,15 +106,49 @@ def test_cluster_rule_is_the_rules_file(rendered_monitoring):
     assert summary in [r.get("annotations", {}).get("summary") for g in groups for r in g["rules"]]
 
 
+# The labels Seldon's operator gives a Server's pods (SeldonIO/seldon-core v2.10.2
+# operator/controllers/reconcilers/server/statefulset_reconciler.go and deployment_reconciler.go:
+# templateLabels = {ServerLabelNameKey: <Server name>, KubernetesNameLabelKey: ServerLabelValue},
+# with operator/pkg/constants/constants.go naming them as below).
+SERVER_POD_LABELS = {"app.kubernetes.io/name": "seldon-server", "seldon-server-name": "{server}"}
+# The metrics port of the mlserver container in the ServerConfig (k8s/helm-charts/
+# seldon-core-v2-setup/templates/_components-statefulsets.tpl: `name: server-metrics`).
+SERVER_METRICS_PORT = "server-metrics"
+SELDON_MONITORS = ROOT.parent / "shared" / "upstream" / "seldon-monitors"
+
+
 def test_pod_monitor_scrapes_mlserver_on_seldon_server_pods(rendered_monitoring):
     pod_monitor, _ = rendered_monitoring
     assert pod_monitor["kind"] == "PodMonitor"
-    assert pod_monitor["spec"]["selector"]["matchLabels"] == {"app": "seldon-server"}
+    server = yaml.safe_load(
+        (ROOT / "ansible" / "roles" / "seldon_core" / "defaults" / "main.yaml").read_text()
+    )["seldon_core_server_name"]
+    pod_labels = {key: value.format(server=server) for key, value in SERVER_POD_LABELS.items()}
+    selector = pod_monitor["spec"]["selector"]["matchLabels"]
+    assert selector and selector.items() <= pod_labels.items(), (
+        f"the PodMonitor selects {selector}; the income Server's pods carry {pod_labels}"
+    )
+    assert selector["seldon-server-name"] == server  # only the income Server, not every server
     (endpoint,) = pod_monitor["spec"]["podMetricsEndpoints"]
-    assert endpoint["port"] == "server-metrics" and endpoint["path"] == "/metrics"
+    assert endpoint["port"] == SERVER_METRICS_PORT and endpoint["path"] == "/metrics"
     # The job label Prometheus gives these targets is what IncomeModelDown matches.
     job = f"{pod_monitor['metadata']['namespace']}/{pod_monitor['metadata']['name']}"
     assert job == "seldon-mesh/income-mlserver"
+
+
+def test_pod_monitor_selects_what_seldons_own_server_monitor_selects(rendered_monitoring):
+    reference = SELDON_MONITORS / "server-podmonitor.yaml"
+    if not reference.is_file():
+        pytest.skip(
+            f"{reference} is missing: Seldon's monitors sit in ../shared/upstream beside the checkout"
+        )
+    seldon = yaml.safe_load(reference.read_text())
+    pod_monitor, _ = rendered_monitoring
+    ours = pod_monitor["spec"]["selector"]["matchLabels"]
+    assert seldon["spec"]["selector"]["matchLabels"].items() <= ours.items()
+    assert seldon["spec"]["selector"]["matchLabels"].items() <= SERVER_POD_LABELS.items()
+    ports = {e["port"] for e in seldon["spec"]["podMetricsEndpoints"]}
+    assert ports == {SERVER_METRICS_PORT}
 
 
 @needs_promtool
