@@ -256,3 +256,110 @@ def test_stock_servers_are_servers_the_operator_accepts(triton):
         assert validated_scaling(spec) == [], (server, spec)
     assert values["mlserver"]["replicas"] == 0
     assert values["triton"]["replicas"] == (1 if triton else 0)
+
+
+# --- The cli deploy mode (defect: `status -w` ran 5 s, and nothing reached the scheduler) ------
+
+# A stand-in for `kubectl port-forward`: there is no cluster here. It listens where the real one
+# would, says so as kubectl does, and records how it was called.
+STAND_IN_KUBECTL = """#!{python}
+import json, os, signal, socket, sys
+args = sys.argv[1:]
+local = int(args[args.index("port-forward") + 2].split(":")[0])
+listener = socket.create_server(("127.0.0.1", local))
+with open({log!r}, "a") as log:
+    log.write(json.dumps({{"tool": "kubectl", "args": args, "pid": os.getpid()}}) + "\\n")
+print(f"Forwarding from 127.0.0.1:{{local}} -> 9004", flush=True)
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+while True:
+    listener.accept()[0].close()
+"""
+# A stand-in for the seldon CLI (it needs a scheduler): records each call; fails `fail_on`.
+STAND_IN_SELDON = """#!{python}
+import json, socket, sys
+args = sys.argv[1:]
+host, port = args[args.index("--scheduler-host") + 1].rsplit(":", 1)
+socket.create_connection((host, int(port)), timeout=5).close()  # the forward is up
+with open({log!r}, "a") as log:
+    log.write(json.dumps({{"tool": "seldon", "args": args}}) + "\\n")
+sys.exit(1 if args[:2] == {fail_on!r} else 0)
+"""
+
+
+def run_cli_mode(tmp_path: Path, fail_on: list[str] | None = None) -> tuple[Any, list[dict], int]:
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls.jsonl"
+    for name, text in (
+        ("kubectl", STAND_IN_KUBECTL.format(python=sys.executable, log=str(log))),
+        ("seldon", STAND_IN_SELDON.format(python=sys.executable, log=str(log), fail_on=fail_on)),
+    ):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    python_bin = Path(sys.executable).parent
+    result = subprocess.run(
+        [str(python_bin / "ansible-playbook"), str(ROOT / "tests" / "ansible" / "cli_load.yaml"),
+         "-e", f"income_pipeline_scheduler_host=127.0.0.1:{port}",
+         "-e", f"income_pipeline_cli={bin_dir / 'seldon'}",
+         "-e", f"income_pipeline_repo_root={tmp_path / 'repo'}",
+         "-e", "income_pipeline_wait_timeout_s=321"],
+        cwd=ANSIBLE, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "ANSIBLE_NOCOLOR": "1", "PATH": f"{bin_dir}:{python_bin}:{os.environ['PATH']}"},
+    )  # fmt: skip
+    calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    return result, calls, port
+
+
+def assert_port_closed(port: int) -> None:
+    import socket
+
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+
+
+def test_cli_mode_reaches_the_scheduler_through_a_port_forward_and_waits_long_enough(tmp_path):
+    result, calls, port = run_cli_mode(tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    (forward,) = [c["args"] for c in calls if c["tool"] == "kubectl"]
+    # The scheduler Service: seldon-scheduler, port 9004 (operator v2.10.2
+    # controllers/reconcilers/seldon/service_reconciler.go: SchedulerName, DefaultSchedulerPort).
+    assert forward == ["-n", "seldon-mesh", "port-forward", "svc/seldon-scheduler", f"{port}:9004",
+                       "--address", "127.0.0.1"]  # fmt: skip
+    seldon = [c["args"] for c in calls if c["tool"] == "seldon"]
+    defaults = role_defaults("income_pipeline")
+    loads = [a for a in seldon if a[1] == "load"]
+    statuses = [a for a in seldon if a[1] == "status"]
+    assert [a[a.index("-f") + 1].rsplit("/", 1)[1] for a in loads] == [
+        f"{m}.yaml"
+        for m in defaults["income_pipeline_models"] + defaults["income_pipeline_pipelines"]
+    ]
+    assert len(statuses) == len(
+        defaults["income_pipeline_models"] + defaults["income_pipeline_pipelines"]
+    )
+    for args in loads:
+        assert "--force" in args
+    for args in statuses:
+        # --timeout-secs, or `status -w` gives up after its 5 s default (cmd/seldon/cli
+        # pipeline_inspect.go flagTimeoutDefault; model_status.go, pipeline_status.go).
+        assert args[args.index("--timeout-secs") + 1] == "321", args
+        assert args[args.index("--wait") + 1] in {"ModelAvailable", "PipelineReady"}
+    for args in seldon:
+        assert args[args.index("--scheduler-host") + 1] == f"127.0.0.1:{port}"
+    assert_port_closed(port)
+
+
+def test_cli_mode_stops_the_port_forward_when_a_load_fails(tmp_path):
+    result, calls, port = run_cli_mode(tmp_path, fail_on=["pipeline", "load"])
+    assert result.returncode != 0
+    assert "Stop the port-forward" in result.stdout
+    assert any(c["tool"] == "kubectl" for c in calls)
+    assert_port_closed(port)
