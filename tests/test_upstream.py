@@ -16,7 +16,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from income_bundle.seldon.upstream import UpstreamClient, UpstreamError
+from income_bundle.seldon.upstream import (
+    RequestRefusedError,
+    UpstreamClient,
+    UpstreamError,
+    UpstreamProtocolError,
+)
 
 
 def _free_port() -> int:
@@ -197,12 +202,13 @@ async def _read_request(reader: asyncio.StreamReader) -> bytes:
 @pytest.mark.parametrize(
     "reply, message",
     [
-        (b"garbage\r\n\r\n", "not an HTTP/1.x answer"),
-        (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "malformed header line"),
-        (b"HTTP/1.1 200 OK\r\nContent-Length: ten\r\n\r\n", "not a number"),
+        (b"garbage\r\n\r\n", "malformed answer"),
+        (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "malformed answer"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: ten\r\n\r\n", "malformed answer"),
         (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort", "closed the connection"),
-        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "malformed chunk size"),
-        (b"HTTP/1.1 200 OK\r\n" + b"X: " + b"y" * 70_000, "too long"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "malformed answer"),
+        (b"HTTP/1.1 200 OK\r\n" + b"X: " + b"y" * 70_000, "header is longer than"),
+        (b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 20_000, "header is longer than"),
     ],
 )
 def test_broken_answers_are_upstream_errors(reply, message):
@@ -336,3 +342,218 @@ def test_closed_client_refuses_requests(uvicorn_url):
 def test_only_plain_http_origins(url):
     with pytest.raises(ValueError, match="http://host:port"):
         UpstreamClient(url)
+
+
+def _two_connection_server(first_reply: bytes, served: list[bytes]):
+    """Answers the very first request with `first_reply`, every later one with `honest`."""
+
+    async def answer(reader, writer):
+        while True:
+            try:
+                served.append(await _read_request(reader))
+            except asyncio.IncompleteReadError:
+                return
+            reply = (
+                first_reply
+                if len(served) == 1
+                else b"HTTP/1.1 200 OK\r\n" + (b"Content-Length: 6\r\n\r\nhonest")
+            )
+            writer.write(reply)
+            await writer.drain()
+
+    return answer
+
+
+SMUGGLED = b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled"
+
+
+@pytest.mark.parametrize(
+    "first_reply",
+    [
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n0\r\n\r\n" + SMUGGLED,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst" + SMUGGLED,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst" + b"garbage",
+    ],
+    ids=["after a chunked body", "after a Content-Length body", "garbage after a body"],
+)
+def test_bytes_after_an_answer_never_become_the_next_answer(first_reply):
+    """Bytes past the end of an answer mean client and server disagree about where it ended:
+    the connection is closed, and the next request goes on a new one."""
+    served: list[bytes] = []
+
+    async def main():
+        async with scripted_server(_two_connection_server(first_reply, served)) as (url, conns):
+            client = UpstreamClient(url)
+            first = await client.request("POST", "/a", b"{}")
+            second = await client.request("POST", "/b", b"{}")
+            await client.close()
+            return first, second, len(conns)
+
+    first, second, connections = run(main())
+    assert first.body == b"first"
+    assert second.body == b"honest"
+    assert connections == 2 and len(served) == 2
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        *(
+            b"HTTP/1.1 200 OK\r\nContent-Length: %s\r\n\r\n0123456789abcdef" % size
+            for size in (b"-2", b"0x2", b"1_0", b"+10", b"10 10", b"")
+        ),
+        *(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%s\r\n0123456789abcdef\r\n"
+            b"0\r\n\r\n" % size
+            for size in (b"-2", b"0x2", b"1_0", b"+10", b"")
+        ),
+        # The CRLF after chunk data is checked.
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nokXX0\r\n\r\n",
+        # Request smuggling's classics: both framings, or two lengths that disagree.
+        b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"2\r\nok\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 4\r\n\r\nokok",
+        b"HTTP/1.1 2000 OK\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nBad Header: x\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nX: a\x00b\r\nContent-Length: 2\r\n\r\nok",
+    ],
+    ids=lambda reply: reply.split(b"\r\n\r\n")[0].decode("latin-1")[9:70],
+)
+def test_malformed_framing_is_an_upstream_protocol_error(reply):
+    """What a hand-written parser took (+10, 1_0, 0x2 as sizes, no CRLF after a chunk) is refused
+    as a protocol error, and that connection is never used again."""
+    served: list[bytes] = []
+
+    async def main():
+        async with scripted_server(_two_connection_server(reply, served)) as (url, conns):
+            client = UpstreamClient(url)
+            with pytest.raises(UpstreamProtocolError, match="malformed answer"):
+                await asyncio.wait_for(client.request("POST", "/x", b"{}"), 5)
+            after = await client.request("POST", "/y", b"{}")
+            await client.close()
+            return after, len(conns)
+
+    after, connections = run(main())
+    assert after.body == b"honest" and connections == 2
+
+
+@pytest.mark.parametrize(
+    "path, headers",
+    [
+        ("/v2/models/m\r\nX-Injected: 1\r\n\r\n/infer", None),
+        ("/v2/models/m\n/infer", None),
+        ("/v2/models/m\x00/infer", None),
+        ("/v2/models/a b/infer", None),
+        ("/v2/models/é/infer", None),
+        ("/x", {"x-request-id": "abc\r\nX-Injected: 1"}),
+        ("/x", {"x-request-id": "abc\ndef"}),
+        ("/x", {"x-request-id": "abc\rdef"}),
+        ("/x", {"x-request-id": "abc\x00def"}),
+        ("/x", {"x-request\r\nid": "abc"}),
+        ("/x", {"x request id": "abc"}),
+        ("/x", {"": "abc"}),
+    ],
+)
+def test_control_characters_in_what_is_sent_are_refused_before_sending(path, headers):
+    """A path or header that would change the request's framing never reaches the wire."""
+
+    async def answer(reader, writer):
+        await reader.read()
+
+    async def main():
+        async with scripted_server(answer) as (url, connections):
+            client = UpstreamClient(url)
+            with pytest.raises(RequestRefusedError, match="refused"):
+                await client.request("POST", path, b"{}", headers)
+            await client.close()
+            return len(connections)
+
+    assert run(main()) == 0
+
+
+def test_refused_method_names():
+    async def main():
+        client = UpstreamClient("http://127.0.0.1:9")
+        for method in ("GE T", "GET\r\n", "", "HEAD"):
+            with pytest.raises(RequestRefusedError, match="method"):
+                await client.request(method, "/x")
+
+    run(main())
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1001\r\n\r\n" + b"x" * 1001,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 999999999999\r\n\r\n" + b"x" * 10,
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"1f4\r\n"
+        + b"x" * 500
+        + b"\r\n"
+        + b"1f4\r\n"
+        + b"x" * 500
+        + b"\r\n"
+        + b"2\r\nxx\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + b"x" * 1001,
+    ],
+    ids=["Content-Length", "huge Content-Length", "chunked", "until close"],
+)
+def test_answers_over_the_size_bound_are_refused_and_their_connection_closed(reply):
+    closed_by_client = asyncio.Event()
+
+    async def answer(reader, writer):
+        await _read_request(reader)
+        writer.write(reply)
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        if await reader.read() == b"":
+            closed_by_client.set()
+
+    async def main():
+        async with scripted_server(answer) as (url, _):
+            client = UpstreamClient(url, max_body_bytes=1000)
+            with pytest.raises(UpstreamProtocolError, match="larger than 1000 bytes"):
+                await asyncio.wait_for(client.request("POST", "/x", b"{}"), 5)
+            await asyncio.wait_for(closed_by_client.wait(), 5)
+            await client.close()
+
+    run(main())
+
+
+def test_an_answer_at_the_size_bound_is_taken():
+    async def answer(reader, writer):
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 1000)
+        await writer.drain()
+
+    async def main():
+        async with scripted_server(answer) as (url, _):
+            client = UpstreamClient(url, max_body_bytes=1000)
+            response = await client.request("POST", "/x", b"{}")
+            await client.close()
+            return response
+
+    assert run(main()).body == b"x" * 1000
+
+
+def test_the_default_answer_bound_is_the_rest_fronts_request_bound():
+    from income_bundle.seldon.rest import MAX_BODY_BYTES as REST_FRONT_LIMIT
+
+    assert UpstreamClient("http://127.0.0.1:9").max_body_bytes == REST_FRONT_LIMIT
+
+
+def test_interim_answers_are_skipped():
+    async def answer(reader, writer):
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+
+    async def main():
+        async with scripted_server(answer) as (url, _):
+            client = UpstreamClient(url)
+            response = await client.request("POST", "/x", b"{}")
+            await client.close()
+            return response
+
+    response = run(main())
+    assert response.status == 200 and response.body == b"ok"
