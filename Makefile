@@ -99,9 +99,23 @@ infer-cluster: deps ## Cluster path: the three scenarios through seldon-mesh, wi
 	done
 	$(SELDON_CLI) pipeline infer income-production --inference-host $(MESH) "$$(cat data/scenarios/low-education.json)"
 
+# The seldon CLI asks the scheduler for a pipeline's steps before it reads their Kafka topics
+# (seldon.<namespace>.model.<step>.outputs); the scheduler's Service is a LoadBalancer that kind
+# does not publish, so the cluster targets port-forward it while they run.
+SELDON_NAMESPACE := seldon-mesh
+SCHEDULER_PORT ?= 9004
+define with_scheduler
+	@test -x $(SELDON_CLI) || { echo "error: no seldon CLI at $(SELDON_CLI): run 'make cluster'"; exit 1; }
+	@log=$$(mktemp); \
+	  kubectl -n $(SELDON_NAMESPACE) port-forward svc/seldon-scheduler $(SCHEDULER_PORT):9004 --address 127.0.0.1 >$$log 2>&1 & forward=$$!; \
+	  trap 'kill $$forward 2>/dev/null; wait $$forward; rm -f $$log' EXIT; \
+	  grep -q -m1 'Forwarding from' <(timeout 30 tail -f -n +1 $$log) || { echo "error: no port-forward to svc/seldon-scheduler in $(SELDON_NAMESPACE):"; cat $$log; exit 1; }; \
+	  $(1)
+endef
+
 .PHONY: inspect-cluster
 inspect-cluster: ## Cluster path: the drift detector's latest verdict, read from Kafka by the seldon CLI
-	$(SELDON_CLI) pipeline inspect income-production.income-drift.outputs.is_drift --kafka-broker $(KAFKA)
+	$(call with_scheduler,$(SELDON_CLI) pipeline inspect income-production.income-drift.outputs.is_drift --namespace $(SELDON_NAMESPACE) --kafka-broker $(KAFKA) --scheduler-host 127.0.0.1:$(SCHEDULER_PORT))
 
 .PHONY: test-cluster
 test-cluster: deps ## Cluster path: end-to-end scenarios against a live cluster (MESH=host:port)

@@ -363,3 +363,64 @@ def test_cli_mode_stops_the_port_forward_when_a_load_fails(tmp_path):
     assert "Stop the port-forward" in result.stdout
     assert any(c["tool"] == "kubectl" for c in calls)
     assert_port_closed(port)
+
+
+# --- make inspect-cluster (defect: namespace `default`, scheduler at 0.0.0.0:9004) -------------
+
+
+def stand_ins(tmp_path: Path) -> tuple[Path, Path]:
+    import sys
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls.jsonl"
+    for name, text in (
+        ("kubectl", STAND_IN_KUBECTL.format(python=sys.executable, log=str(log))),
+        ("seldon", STAND_IN_SELDON.format(python=sys.executable, log=str(log), fail_on=None)),
+    ):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    return bin_dir, log
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_inspect_cluster_reads_the_mesh_namespace_topics_through_the_forwarded_scheduler(tmp_path):
+    import json
+    import os
+    import subprocess
+
+    bin_dir, log = stand_ins(tmp_path)
+    port = free_port()
+    result = subprocess.run(
+        ["make", "--no-print-directory", "inspect-cluster", f"SELDON_CLI={bin_dir / 'seldon'}",
+         f"SCHEDULER_PORT={port}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    (forward,) = [c["args"] for c in calls if c["tool"] == "kubectl"]
+    assert forward[:5] == [
+        "-n",
+        "seldon-mesh",
+        "port-forward",
+        "svc/seldon-scheduler",
+        f"{port}:9004",
+    ]
+    (inspect,) = [c["args"] for c in calls if c["tool"] == "seldon"]
+    assert inspect[:3] == ["pipeline", "inspect", "income-production.income-drift.outputs.is_drift"]
+    # cmd/seldon/cli/pipeline_inspect.go: --namespace defaults to POD_NAMESPACE or "default"
+    # (pkg/cli/kafka.go DefaultNamespace) and names the topics seldon.<namespace>.model....
+    assert inspect[inspect.index("--namespace") + 1] == "seldon-mesh"
+    # The Kafka listener kind publishes (ecosystem role) and the forwarded scheduler, not the
+    # CLI's defaults 0.0.0.0:9092 / 0.0.0.0:9004 (cmd/seldon/cli/flags.go).
+    assert inspect[inspect.index("--kafka-broker") + 1] == "127.0.0.1:9092"
+    assert inspect[inspect.index("--scheduler-host") + 1] == f"127.0.0.1:{port}"
+    assert_port_closed(port)
