@@ -424,3 +424,49 @@ def test_inspect_cluster_reads_the_mesh_namespace_topics_through_the_forwarded_s
     assert inspect[inspect.index("--kafka-broker") + 1] == "127.0.0.1:9092"
     assert inspect[inspect.index("--scheduler-host") + 1] == f"127.0.0.1:{port}"
     assert_port_closed(port)
+
+
+# --- The preflight (defect: Docker's buildx plugin, which the image builds need, unchecked) ----
+
+# A stand-in for the Docker CLI and daemon (no Docker Engine runs here): answers `version` as a
+# running Engine does, and `buildx version` as Docker with or without the plugin does.
+STAND_IN_DOCKER = """#!/bin/sh
+case "$1" in
+  version) echo '{{"Client":{{"Version":"27.3.1"}},"Server":{{"Version":"27.3.1"}}}}' ;;
+  buildx) {buildx} ;;
+  *) exit 1 ;;
+esac
+"""
+WITH_BUILDX = "echo 'github.com/docker/buildx v0.17.1 257815a'"
+WITHOUT_BUILDX = "echo 'docker: unknown command: docker buildx' >&2; exit 1"
+
+
+def run_preflight(tmp_path: Path, buildx: str) -> Any:
+    import os
+    import subprocess
+    import sys
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(STAND_IN_DOCKER.format(buildx=buildx))
+    (bin_dir / "docker").chmod(0o755)
+    python_bin = Path(sys.executable).parent
+    return subprocess.run(
+        [str(python_bin / "ansible-playbook"), "playbooks/preflight.yaml", "-e", '{"preflight_tools": ["docker"]}'],
+        cwd=ANSIBLE, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "ANSIBLE_NOCOLOR": "1", "PATH": f"{bin_dir}:{python_bin}:{os.environ['PATH']}"},
+    )  # fmt: skip
+
+
+def test_preflight_fails_early_without_buildx_saying_how_to_install_it(tmp_path):
+    result = run_preflight(tmp_path, WITHOUT_BUILDX)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Preflight failed, nothing was changed" in output
+    assert "docker has no buildx plugin" in output
+    assert "apt-get install docker-buildx-plugin" in output
+
+
+def test_preflight_passes_docker_with_buildx(tmp_path):
+    result = run_preflight(tmp_path, WITH_BUILDX)
+    assert result.returncode == 0, result.stdout[-3000:]
