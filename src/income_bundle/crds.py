@@ -2,7 +2,10 @@
 
 The CRDs' `openAPIV3Schema` checks types and field names; unknown fields are rejected as
 `kubectl apply --validate=strict` (and the seldon CLI's strict decoding) do, except where the
-schema says `x-kubernetes-preserve-unknown-fields`.
+schema says `x-kubernetes-preserve-unknown-fields`. Two things the API server does for every
+custom resource are done here too (apiextensions-apiserver, "Specifying a structural schema"):
+`apiVersion`, `kind` and `metadata` are allowed at the root whether the schema lists them or not
+(Knative's CRDs do not), and a null in a field that is not `nullable` is pruned before validation.
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ class CrdSchemas:
                     continue
                 group, kind = doc["spec"]["group"], doc["spec"]["names"]["kind"]
                 for version in doc["spec"]["versions"]:
-                    schema = strict_schema(version["schema"]["openAPIV3Schema"])
+                    schema = strict_schema(_with_object_meta(version["schema"]["openAPIV3Schema"]))
                     schemas[(f"{group}/{version['name']}", kind)] = schema
         return cls(schemas)
 
@@ -80,8 +83,40 @@ class CrdSchemas:
         key = (manifest.get("apiVersion"), manifest.get("kind"))
         if key not in self.schemas:
             return [f"no CRD schema for apiVersion {key[0]!r} kind {key[1]!r}"]
-        validator = jsonschema.Draft7Validator(self.schemas[key])
+        schema = self.schemas[key]
+        validator = jsonschema.Draft7Validator(schema)
+        pruned = _prune_nulls(manifest, schema)
         return [
             f"{'.'.join(str(p) for p in error.absolute_path) or '<root>'}: {error.message}"
-            for error in sorted(validator.iter_errors(manifest), key=lambda e: list(e.path))
+            for error in sorted(validator.iter_errors(pruned), key=lambda e: list(e.path))
         ]
+
+
+_OBJECT_META = {
+    "apiVersion": {"type": "string"},
+    "kind": {"type": "string"},
+    "metadata": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+}
+
+
+def _with_object_meta(schema: dict) -> dict:
+    """The root schema with apiVersion, kind and metadata, which every custom resource has."""
+    if "properties" not in schema:
+        return schema
+    return {**schema, "properties": {**_OBJECT_META, **schema["properties"]}}
+
+
+def _prune_nulls(value: Any, schema: Any) -> Any:
+    """`value` without the nulls the API server prunes (fields whose schema is not nullable)."""
+    if not isinstance(schema, dict):
+        return value
+    if isinstance(value, dict):
+        properties = schema.get("properties", {})
+        return {
+            key: _prune_nulls(inner, properties.get(key))
+            for key, inner in value.items()
+            if not (inner is None and not (properties.get(key) or {}).get("nullable"))
+        }
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [_prune_nulls(item, schema["items"]) for item in value]
+    return value

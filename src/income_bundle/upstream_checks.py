@@ -17,19 +17,47 @@ Each check returns problems as sentences (empty when all is well), so one run re
 
 from __future__ import annotations
 
+import difflib
+import json
+import os
 import re
-from collections.abc import Iterable
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from income_bundle.crds import CrdSchemas
+
 __all__ = [
+    "HELM_VERSION",
     "KNATIVE_MINIMUM_KUBERNETES",
+    "UPSTREAM_DIR_ENV",
+    "ChartInstall",
+    "ChartUnavailableError",
+    "chart_dir",
+    "chart_installs",
+    "find_helm",
+    "find_upstream_dir",
+    "helm_template",
+    "kserve_selector_problems",
     "kubernetes_schema_version",
     "node_kubernetes_version",
+    "object_problems",
+    "seldon_selector_problems",
+    "unknown_values",
+    "upstream_crds",
     "version_problems",
 ]
+
+UPSTREAM_DIR_ENV = "UPSTREAM_DIR"
+# The helm .ci/run builds (go install helm.sh/helm/v3/cmd/helm@HELM_VERSION): it satisfies every
+# pinned chart's kubeVersion and renders for a given --kube-version.
+HELM_VERSION = "v3.19.5"
 
 # --- Version facts -------------------------------------------------------------------------------
 
@@ -318,4 +346,345 @@ def seldon_selector_problems(rendered_dir: Path, roles_dir: Path) -> list[str]:
             f"seldon_core_kafka_bootstrap is {bootstrap}; the Kafka cluster the ecosystem role "
             f"creates answers on {', '.join(sorted(expected)) or 'no plain internal listener'}"
         )
+    return problems
+
+
+# --- Where the pinned upstream sources and helm are ----------------------------------------------
+
+
+def find_upstream_dir(project_root: Path) -> Path | None:
+    """$UPSTREAM_DIR, else ../shared/upstream beside the checkout; None when neither exists."""
+    for candidate in (
+        os.environ.get(UPSTREAM_DIR_ENV),
+        project_root.parent / "shared" / "upstream",
+    ):
+        if candidate and (Path(candidate) / "charts").is_dir():
+            return Path(candidate)
+    return None
+
+
+def helm_cache_dir() -> Path:
+    """Where .ci/run installs helm (outside the checkout, so a second run reuses it)."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "income-bundle" / f"helm-{HELM_VERSION}"
+
+
+def find_helm() -> Path | None:
+    """helm on PATH, else the one .ci/run built into helm_cache_dir()/bin."""
+    on_path = shutil.which("helm")
+    if on_path:
+        return Path(on_path)
+    cached = helm_cache_dir() / "bin" / "helm"
+    return cached if cached.is_file() and os.access(cached, os.X_OK) else None
+
+
+class ChartUnavailableError(RuntimeError):
+    """The pinned chart is neither in ../shared/upstream nor obtainable with helm pull."""
+
+
+# --- What the roles hand the charts --------------------------------------------------------------
+
+
+def _iter_tasks(tasks: list[dict]) -> Iterator[dict]:
+    for task in tasks or []:
+        yield task
+        for key in ("block", "rescue", "always"):
+            yield from _iter_tasks(task.get(key, []))
+
+
+def role_tasks(roles_dir: Path, role: str) -> list[dict]:
+    """A role's tasks/main.yaml, blocks flattened, in order."""
+    return list(_iter_tasks(yaml.safe_load((roles_dir / role / "tasks" / "main.yaml").read_text())))
+
+
+def _trusted(item: Any) -> Any:
+    from ansible.template import trust_as_template
+
+    if isinstance(item, str):
+        return trust_as_template(item)
+    if isinstance(item, dict):
+        return {key: _trusted(inner) for key, inner in item.items()}
+    if isinstance(item, list):
+        return [_trusted(inner) for inner in item]
+    return item
+
+
+def _role_variables(roles_dir: Path) -> dict[str, Any]:
+    variables: dict[str, Any] = {"playbook_dir": str(roles_dir.parent / "playbooks")}
+    for role in sorted(p.name for p in roles_dir.iterdir() if (p / "defaults").is_dir()):
+        variables.update(_defaults(roles_dir, role))
+    return variables
+
+
+def render_with_defaults(value: Any, roles_dir: Path) -> Any:
+    """A role's Jinja, rendered by Ansible's own templar with every role's defaults."""
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.template import Templar
+
+    templar = Templar(loader=DataLoader(), variables=_trusted(_role_variables(roles_dir)))
+    return templar.template(_trusted(value))
+
+
+_TEMPLATE_LOOKUP = re.compile(r"lookup\('ansible\.builtin\.template',\s*'([^']+)\.j2'\)")
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: hashable by identity, values being a dict
+class ChartInstall:
+    """One kubernetes.core.helm task of a role, with its values rendered from the defaults."""
+
+    role: str
+    task: str
+    release: str
+    chart: str
+    version: str
+    namespace: str
+    values: dict
+    repo_url: str  # helm repository URL or oci:// prefix, for `helm pull` without ../shared
+
+
+def chart_installs(roles_dir: Path, rendered_dir: Path) -> list[ChartInstall]:
+    """Every chart the roles install. Values that come from a role template are read from
+    `rendered_dir` (the templates rendered by Ansible with the defaults)."""
+    installs = []
+    for role in sorted(p.name for p in roles_dir.iterdir() if (p / "tasks").is_dir()):
+        tasks = role_tasks(roles_dir, role)
+        repositories = {
+            t["kubernetes.core.helm_repository"]["name"]: t["kubernetes.core.helm_repository"]
+            for t in tasks
+            if "kubernetes.core.helm_repository" in t
+        }
+        for task in tasks:
+            helm = task.get("kubernetes.core.helm")
+            if not helm:
+                continue
+            values = helm.get("values") or {}
+            if isinstance(values, str):
+                match = _TEMPLATE_LOOKUP.search(values)
+                if not match:
+                    raise ValueError(f"{role}: {task['name']}: values {values!r} not understood")
+                values = yaml.safe_load((rendered_dir / match.group(1)).read_text()) or {}
+            else:
+                values = render_with_defaults(values, roles_dir)
+            chart_ref = render_with_defaults(helm["chart_ref"], roles_dir)
+            prefix, _, chart = chart_ref.rpartition("/")
+            if prefix.startswith("oci://"):
+                repo_url = prefix
+            else:
+                repo_url = render_with_defaults(repositories[prefix]["repo_url"], roles_dir)
+            installs.append(
+                ChartInstall(
+                    role=role,
+                    task=task["name"],
+                    release=helm["name"],
+                    chart=chart,
+                    version=str(render_with_defaults(helm["chart_version"], roles_dir)),
+                    namespace=render_with_defaults(helm["release_namespace"], roles_dir),
+                    values=json.loads(json.dumps(values)),  # plain types, as helm receives them
+                    repo_url=repo_url,
+                )
+            )
+    return installs
+
+
+def chart_dir(install: ChartInstall, upstream_dir: Path | None, work_dir: Path) -> Path:
+    """A renderable copy of the pinned chart: ../shared/upstream's (cert-manager's Chart.yaml
+    written from its template, as its release does), else `helm pull` into work_dir."""
+    name = f"{install.chart}-{install.version}"
+    if upstream_dir is not None and (upstream_dir / "charts" / name).is_dir():
+        source = upstream_dir / "charts" / name
+        if (source / "Chart.yaml").is_file():
+            return source
+        # cert-manager's tag holds Chart.template.yaml; its release writes version/appVersion
+        # (make/manifests.mk). Images default to appVersion, so it must be the real version.
+        template = source / "Chart.template.yaml"
+        if not template.is_file():
+            raise ChartUnavailableError(f"{source} has neither Chart.yaml nor Chart.template.yaml")
+        copy = work_dir / name
+        if not copy.is_dir():
+            shutil.copytree(source, copy)
+            chart = yaml.safe_load(template.read_text())
+            chart.update(version=install.version, appVersion=install.version)
+            chart.get("annotations", {}).pop("artifacthub.io/prerelease", None)
+            (copy / "Chart.yaml").write_text(yaml.safe_dump(chart, sort_keys=False))
+        return copy
+    pulled = work_dir / "pulled" / name
+    if (pulled / install.chart / "Chart.yaml").is_file():
+        return pulled / install.chart
+    helm = find_helm()
+    if helm is None:
+        raise ChartUnavailableError(f"no ../shared/upstream/charts/{name} and no helm to pull it")
+    if install.repo_url.startswith("oci://"):
+        args = [f"{install.repo_url}/{install.chart}"]
+    else:
+        args = [install.chart, "--repo", install.repo_url]
+    result = subprocess.run(
+        [
+            str(helm),
+            "pull",
+            *args,
+            "--version",
+            install.version,
+            "--untar",
+            "--untardir",
+            str(pulled),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if result.returncode != 0:
+        raise ChartUnavailableError(
+            f"no ../shared/upstream/charts/{name}, and helm pull failed (offline?): "
+            f"{result.stderr.strip()[-300:]}"
+        )
+    return pulled / install.chart
+
+
+# --- Values against the chart's values.yaml ------------------------------------------------------
+
+
+def _chart_values(directory: Path) -> dict:
+    path = directory / "values.yaml"
+    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+
+
+def _subcharts(directory: Path) -> dict[str, Path]:
+    """Dependency name (or alias) -> its unpacked folder under charts/."""
+    chart = yaml.safe_load((directory / "Chart.yaml").read_text())
+    found = {}
+    for dependency in chart.get("dependencies") or []:
+        folder = directory / "charts" / dependency["name"]
+        if folder.is_dir():
+            found[dependency.get("alias") or dependency["name"]] = folder
+    return found
+
+
+def _templates_text(directory: Path) -> str:
+    return "\n".join(
+        p.read_text(errors="replace")
+        for p in sorted((directory / "templates").rglob("*"))
+        if p.is_file()
+    )
+
+
+def _paths(values: Any, prefix: str = "") -> Iterator[str]:
+    if isinstance(values, dict):
+        for key, inner in values.items():
+            path = f"{prefix}.{key}" if prefix else str(key)
+            yield path
+            yield from _paths(inner, path)
+
+
+def unknown_values(directory: Path, values: dict, chart_label: str) -> list[str]:
+    """Every key of `values` that the chart at `directory` does not have.
+
+    A key is known when the chart's values.yaml has it, or when the chart's templates read it
+    (`.Values.<path>`: keys upstream leaves commented out in values.yaml). Below a key whose
+    default is an empty map or null, any key is accepted: such maps are handed to the objects
+    whole (podLabels, nodeSelector, resources, ...), and what lands there is validated as part of
+    the rendered object. A subchart's key is checked against the subchart's own values.
+    """
+    problems: list[str] = []
+    _check_values(directory, values, _chart_values(directory), [], chart_label, problems)
+    return problems
+
+
+def _check_values(
+    directory: Path, values: dict, defaults: Any, path: list[str], chart: str, problems: list[str]
+) -> None:
+    subcharts = _subcharts(directory) if not path else {}
+    for key, value in values.items():
+        here = [*path, str(key)]
+        if key in subcharts:
+            sub = subcharts[key]
+            sub_defaults = _deep_merge(_chart_values(sub), defaults.get(key) or {})
+            if isinstance(value, dict):
+                _check_values(sub, value, sub_defaults, [], f"{chart} > {sub.name}", problems)
+            continue
+        if isinstance(defaults, dict) and key in defaults:
+            known = defaults[key]
+            if isinstance(value, dict) and isinstance(known, dict) and known:
+                _check_values(directory, value, known, here, chart, problems)
+            continue
+        dotted = ".".join(here)
+        if re.search(r"\.Values\." + re.escape(dotted) + r"\b", _templates_text(directory)):
+            continue
+        candidates = list(_paths(_chart_values(directory)))
+        nearest = difflib.get_close_matches(dotted, candidates, n=1, cutoff=0.6)
+        hint = f"; nearest existing key: {nearest[0]}" if nearest else ""
+        problems.append(f"{chart}: {dotted} is not a key of the chart's values{hint}")
+
+
+def _deep_merge(base: Any, override: Any) -> Any:
+    if isinstance(base, dict) and isinstance(override, dict):
+        merged = dict(base)
+        for key, value in override.items():
+            merged[key] = _deep_merge(base.get(key), value)
+        return merged
+    return override if override is not None else base
+
+
+# --- Rendering and validating objects ------------------------------------------------------------
+
+
+def helm_template(
+    helm: Path, directory: Path, install: ChartInstall, kube_version: str
+) -> list[dict]:
+    """The objects `helm template` renders for this install (CRDs included), or RuntimeError
+    with helm's message (a kubeVersion the chart refuses, a values.schema.json violation...)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as values_file:
+        json.dump(install.values, values_file)
+        values_file.flush()
+        result = subprocess.run(
+            [str(helm), "template", install.release, str(directory),
+             "--namespace", install.namespace, "--kube-version", kube_version,
+             "--include-crds", "--values", values_file.name],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"helm template {install.chart} {install.version} failed: {result.stderr.strip()}"
+        )
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def upstream_crds(upstream_dir: Path, extra: Iterable[dict] = ()) -> CrdSchemas:
+    """Strict schemas of ../shared/upstream/crds plus any CRD objects in `extra`."""
+    schemas = CrdSchemas.load(sorted((upstream_dir / "crds").glob("*.yaml"))).schemas
+    with tempfile.TemporaryDirectory() as scratch:
+        crds = [doc for doc in extra if doc.get("kind") == "CustomResourceDefinition"]
+        if crds:
+            path = Path(scratch) / "rendered-crds.yaml"
+            path.write_text(yaml.safe_dump_all(crds))
+            schemas = {**CrdSchemas.load([path]).schemas, **schemas}
+    return CrdSchemas(schemas)
+
+
+def _describe(doc: dict) -> str:
+    meta = doc.get("metadata") or {}
+    return f"{doc.get('kind')} {meta.get('namespace', '') + '/' if meta.get('namespace') else ''}{meta.get('name')}"
+
+
+def object_problems(
+    docs: Iterable[dict], crds: CrdSchemas, kube_version: str, origin: str
+) -> list[str]:
+    """Each object strictly against its CRD, or else against Kubernetes' own schema."""
+    import kubernetes_validate
+
+    problems = []
+    for doc in docs:
+        key = (doc.get("apiVersion"), doc.get("kind"))
+        if key in crds.schemas:
+            problems += [f"{origin}: {_describe(doc)}: {error}" for error in crds.errors(doc)]
+            continue
+        try:
+            kubernetes_validate.validate(doc, kube_version, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            path = ".".join(str(p) for p in error.path) or "<root>"
+            problems.append(f"{origin}: {_describe(doc)}: {path}: {error.message}")
+        except (kubernetes_validate.SchemaNotFoundError, kubernetes_validate.InvalidSchemaError):
+            problems.append(
+                f"{origin}: {_describe(doc)}: no CRD or Kubernetes {kube_version} schema for "
+                f"apiVersion {key[0]} kind {key[1]}"
+            )
     return problems
