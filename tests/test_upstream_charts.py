@@ -234,3 +234,11 @@ def test_typos_in_knative_and_strimzi_objects_are_caught(rendered, crd_source):
     assert "spec.subscriber: Additional properties are not allowed ('reff'" in problems
     assert "containers.0: Additional properties are not allowed ('imagePullPolicyy'" in problems
     assert "spec.kafka.listeners.0.tls: 'no' is not of type 'boolean'" in problems
+
+
+def test_ci_builds_the_helm_the_tests_look_for():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert f"HELM_VERSION={HELM_VERSION}\n" in ci
+    assert 'go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"' in ci
+    assert '"${XDG_CACHE_HOME:-$HOME/.cache}/income-bundle/helm-$HELM_VERSION/bin"' in ci
+    assert str(helm_cache_dir()).endswith(f"income-bundle/helm-{HELM_VERSION}")
