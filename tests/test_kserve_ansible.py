@@ -67,7 +67,14 @@ def test_mlserver_image_pins_are_the_artifacts_and_the_seldon_paths(rendered):
     dockerfile = (rendered / "kserve-mlserver.Dockerfile").read_text()
     image_pins(dockerfile)
     stack, seldon = defaults("kserve_stack"), defaults("seldon_core")
-    assert stack["kserve_stack_mlserver_pins"] == seldon["seldon_core_mlserver_pins"]
+    # The Seldon path's image plus the CloudEvents SDK of the detectors' route (kserve/runtime.py).
+    cloudevents = [
+        pin for pin in stack["kserve_stack_mlserver_pins"] if pin.startswith("cloudevents==")
+    ]
+    assert cloudevents == [f"cloudevents=={image_pins(dockerfile)['cloudevents']}"]
+    assert [pin for pin in stack["kserve_stack_mlserver_pins"] if pin not in cloudevents] == seldon[
+        "seldon_core_mlserver_pins"
+    ]
     assert stack["kserve_stack_mlserver_base_image"] == seldon["seldon_core_mlserver_base_image"]
     assert "USER 1000" in dockerfile  # the manifests' runAsUser
 

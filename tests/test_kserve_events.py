@@ -1,10 +1,11 @@
 """The KServe path's CloudEvents contract, end to end on real MLServer, without Kubernetes.
 
 Each detector starts as its Knative Service in kserve/detectors.yaml starts it (folder, environment,
-worker count; the checkout stands in for the mount). Events are built with the cloudevents SDK the
-way KServe's logger builds them (binary mode, its extensions, a request and its response sharing
-one ce-id) and replies are parsed with the SDK. The drift detector's batch is one state for the
-whole module, so every test starts and ends with an empty batch, and says so.
+worker count; the checkout stands in for the mount). Events are built with the cloudevents SDK's
+1.x API (`cloudevents.v1`, a separate implementation from the `cloudevents.core` API the runtime
+reads them with) the way KServe's logger builds them (binary mode, its extensions, a request and
+its response sharing one ce-id) and replies are parsed with it. The drift detector's batch is one
+state for the whole module, so every test starts and ends with an empty batch, and says so.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from cloudevents.v1.conversion import to_binary
+import yaml
+from cloudevents.v1.conversion import to_binary, to_structured
 from cloudevents.v1.http import CloudEvent, from_http
 
 import income_bundle
@@ -103,20 +105,32 @@ def outlier(detectors) -> Detector:
 def logger_event(
     ce_type: str, event_id: str, body: dict, **overrides: str
 ) -> tuple[dict[str, str], bytes]:
-    """What KServe's logger posts: binary mode, its extensions, the V2 JSON as data."""
+    """What KServe v0.20.0's logger posts (pkg/logger/worker.go sendHttpCloudEvent): binary mode,
+    time and recordedtime as Go writes them (RFC 3339, nanoseconds), its extensions, the V2 JSON
+    as data."""
     attributes = {
         "type": ce_type,
         "source": "income-predictor-00001-deployment-7d9f8",  # the pod's name
         "id": event_id,
+        "time": "2026-12-02T16:38:18.123456789Z",
+        "recordedtime": "2026-12-02T16:38:18.130000001Z",
         "inferenceservicename": "income",
         "namespace": "income-kserve",
         "component": "predictor",
         "endpoint": "default",
-        "metadata": "{}",
+        "metadata": '{"X-Request-Id":["abc"]}',
+        "annotations": '{"team":"income"}',
         "datacontenttype": "application/json",
         **overrides,
     }
     return to_binary(CloudEvent(attributes, body))
+
+
+def structured_event(ce_type: str, event_id: str, body: dict) -> tuple[dict[str, str], bytes]:
+    """The same event in structured mode (what a broker or another producer may send)."""
+    headers, _ = logger_event(ce_type, event_id, body)
+    attributes = {k[3:].lower(): v for k, v in headers.items() if k.lower().startswith("ce-")}
+    return to_structured(CloudEvent({**attributes, "datacontenttype": "application/json"}, body))
 
 
 def v2_response(X: np.ndarray) -> dict:
@@ -127,14 +141,16 @@ def v2_response(X: np.ndarray) -> dict:
     }  # fmt: skip
 
 
-def replay(detector: Detector, X: np.ndarray, rows: int = ROWS_PER_REQUEST) -> list[tuple]:
+def replay(
+    detector: Detector, X: np.ndarray, rows: int = ROWS_PER_REQUEST, event=logger_event
+) -> list[tuple]:
     """Requests of `rows` rows, each followed by its .response twin; (ce-id, reply) per request."""
     replies = []
     for start in range(0, len(X), rows):
         chunk = X[start : start + rows]
         event_id = f"req-{next(_ids)}"
-        reply = detector.post(*logger_event(REQUEST_EVENT_TYPE, event_id, v2_request(chunk)))
-        ignored = detector.post(*logger_event(RESPONSE_EVENT_TYPE, event_id, v2_response(chunk)))
+        reply = detector.post(*event(REQUEST_EVENT_TYPE, event_id, v2_request(chunk)))
+        ignored = detector.post(*event(RESPONSE_EVENT_TYPE, event_id, v2_response(chunk)))
         assert ignored.status_code == 202 and not ignored.content, ignored.text
         replies.append((event_id, reply))
     return replies
@@ -211,6 +227,65 @@ def test_outliers_are_flagged_on_the_outlier_rows(outlier, scenario):
     assert len(data["instance_score"]) == BATCH
 
 
+def structured_reply(reply: requests.Response):
+    """A structured-mode reply: no ce-* headers, the event in the body, parsed by the SDK."""
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["content-type"].startswith("application/cloudevents+json")
+    assert not any(k.lower().startswith("ce-") for k in reply.headers)
+    event = from_http(dict(reply.headers), reply.content)
+    assert event["specversion"] == "1.0" and event["datacontenttype"] == "application/json"
+    return event
+
+
+def test_structured_mode_events_are_scored_and_answered_in_structured_mode(outlier, scenario):
+    data_set = scenario["outliers"]
+    event_id = f"req-{next(_ids)}"
+    reply = outlier.post(
+        *structured_event(REQUEST_EVENT_TYPE, event_id, v2_request(data_set.X[:BATCH]))
+    )
+    event = structured_reply(reply)
+    assert event["type"] == OUTLIER_EVENT_TYPE and event["requestid"] == event_id
+    assert event["id"] == f"{event_id}.income-outlier"
+    assert (event["component"], event["endpoint"]) == ("predictor", "default")
+    assert event.data["is_outlier"] == data_set.is_outlier[:BATCH].astype(int).tolist()
+
+
+def test_structured_mode_drift_batch(drift, scenario):
+    replies = replay(drift, scenario["low-education"].X[:BATCH], event=structured_event)
+    *waiting, (completing_id, completing) = replies
+    assert all(no_event(reply) for _, reply in waiting)
+    event = structured_reply(completing)
+    assert event["type"] == DRIFT_EVENT_TYPE and event["requestid"] == completing_id
+    assert event.data["is_drift"] == 1 and event.data["batch_rows"] == BATCH
+
+
+def test_binary_replies_carry_the_attributes_as_headers(outlier, scenario):
+    event_id = f"req-{next(_ids)}"
+    reply = outlier.post(
+        *logger_event(REQUEST_EVENT_TYPE, event_id, v2_request(scenario["outliers"].X[:BATCH]))
+    )
+    event, data = parsed(reply)
+    assert reply.headers["content-type"] == "application/json"
+    assert reply.headers["ce-id"] == f"{event_id}.income-outlier"
+    assert event["time"] and data["requestid"] == event_id
+
+
+def test_the_kserve_image_has_the_cloudevents_sdk_the_runtime_imports():
+    """The runtime runs in the KServe path's MLServer image, which must install the SDK at the
+    version requirements.txt pins (the version these tests ran against)."""
+    root = Path(income_bundle.__file__).resolve().parents[2]
+    source = (root / "src" / "income_bundle" / "kserve" / "runtime.py").read_text()
+    assert "\nfrom cloudevents.core" in source
+    pins = yaml.safe_load(
+        (root / "ansible" / "roles" / "kserve_stack" / "defaults" / "main.yaml").read_text()
+    )["kserve_stack_mlserver_pins"]
+    requirement = next(
+        line for line in (root / "requirements.txt").read_text().splitlines()
+        if line.startswith("cloudevents==")
+    )  # fmt: skip
+    assert requirement in pins
+
+
 def test_reference_rows_give_no_outlier_event(outlier, scenario):
     replies = replay(outlier, scenario["reference"].X[:BATCH])
     assert all(no_event(reply) for _, reply in replies), [r.text for _, r in replies]
@@ -221,6 +296,17 @@ def _malformed(scenario) -> dict[str, tuple[dict, bytes, tuple[str, ...]]]:
     X = scenario["reference"].X[:3]
     good_headers, good_body = logger_event(REQUEST_EVENT_TYPE, "bad-0", v2_request(X))
     without_type = {k: v for k, v in good_headers.items() if k.lower() != "ce-type"}
+
+    def without(header: str) -> dict:
+        return {k: v for k, v in good_headers.items() if k.lower() != header}
+
+    def structured(without_attribute: str = "", **changes) -> tuple[dict, bytes]:
+        event = {"specversion": "1.0", "type": REQUEST_EVENT_TYPE, "id": "s-bad",
+                 "source": "x", "datacontenttype": "application/json", "data": v2_request(X),
+                 **changes}  # fmt: skip
+        event.pop(without_attribute, None)
+        return {"content-type": "application/cloudevents+json"}, json.dumps(event).encode()
+
     bytes_tensor = {"inputs": [{"name": "predict", "datatype": "BYTES", "shape": [1, 12],
                                 "data": ["a"] * 12}]}  # fmt: skip
     wide = v2_request(np.hstack([X, X[:, :1]]))
@@ -241,12 +327,33 @@ def _malformed(scenario) -> dict[str, tuple[dict, bytes, tuple[str, ...]]]:
             {**good_headers, "ce-specversion": "0.3"}, good_body, ("ce-specversion", "1.0")),
         "unknown type": (
             {**good_headers, "ce-type": "com.example.other"}, good_body, ("ce-type", REQUEST_EVENT_TYPE)),
-        "structured mode": (
-            {"content-type": "application/cloudevents+json"},
-            json.dumps({"specversion": "1.0", "type": REQUEST_EVENT_TYPE, "id": "s", "source": "x",
-                        "data": v2_request(X)}).encode(),
-            ("structured", "binary"),
-        ),
+        "no ce-id": (without("ce-id"), good_body, ("ce-id",)),
+        "no ce-source": (without("ce-source"), good_body, ("ce-source",)),
+        "no ce-specversion": (without("ce-specversion"), good_body, ("ce-specversion",)),
+        "empty ce-id": ({**good_headers, "ce-id": ""}, good_body, ("ce-id",)),
+        "ce-time not a time": (
+            {**good_headers, "ce-time": "yesterday"}, good_body, ("ce-time", "RFC 3339")),
+        "extension name not lower-case alphanumeric": (
+            {**good_headers, "ce-bad_name": "x"}, good_body, ("ce-bad_name", "lowercase")),
+        "non-JSON content type": (
+            {**good_headers, "content-type": "text/csv"}, good_body, ("Content-Type", "json")),
+        "no ce-* headers at all": (
+            {"content-type": "application/json"}, good_body, ("ce-*", "binary or structured")),
+        "structured, not JSON": (
+            {"content-type": "application/cloudevents+json"}, b"{not json",
+            ("structured", "not JSON")),
+        "structured, not an object": (
+            {"content-type": "application/cloudevents+json"}, b"[1, 2]", ("not a JSON object",)),
+        "structured, no id": (
+            *structured(without_attribute="id"), ("'id'", "structured")),
+        "structured, old spec version": (
+            *structured(specversion="0.3"), ("'specversion'", "1.0")),
+        "structured, unknown type": (
+            *structured(type="com.example.other"), ("'type'", REQUEST_EVENT_TYPE)),
+        "structured, data not a V2 request": (
+            *structured(data={"instances": [[1, 2]]}), ("V2", "inputs")),
+        "a batch of events": (
+            {"content-type": "application/cloudevents-batch+json"}, b"[]", ("batch",)),
     }  # fmt: skip
 
 

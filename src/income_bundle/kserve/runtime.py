@@ -3,17 +3,20 @@
 Packaging copies this file into the drift and outlier detector folders as `income_cloudevents.py`
 (beside `income_runtimes.py` and `income_integrity.py`), so it is covered by the folder's sha256
 list and imports only what the MLServer image has. Each class is a small subclass of the Seldon
-path's runtime that adds one REST route, `POST /cloudevents/<model>`, taking exactly what KServe's
-logger posts (a binary-mode CloudEvent 1.0 whose body is the V2 JSON request) and answering
-with a CloudEvent when it has something to report, and `GET /cloudevents/<model>/state`.
+path's runtime that adds one REST route, `POST /cloudevents/<model>`, taking what KServe's
+logger posts (a CloudEvent 1.0 whose data is the V2 JSON request, in binary mode; structured mode
+is accepted too) and answering with a CloudEvent, in the request's mode, when it has something
+to report, and `GET /cloudevents/<model>/state`. Events are read and written by the CloudEvents
+SDK (`cloudevents.core`, HTTP binding and JSON format), never by hand.
 
 The contract (also in kserve/README.md):
-- `ce-type: org.kubeflow.serving.inference.request` is scored; `.response` events are
+- `type: org.kubeflow.serving.inference.request` is scored; `.response` events are
   acknowledged with 202 and no reply (the Triggers never route them here, but a broker
   misconfiguration must not poison the batch);
-- `ce-specversion` must be 1.0 and `ce-id` and `ce-source` present; the body must be a V2 JSON
-  request whose one input passes the model's own checks; anything else is a 4xx naming the
-  model, the field and what was expected, and changes no state;
+- `specversion` must be 1.0 and `id`, `source` and `type` present (the SDK would make up a missing
+  id: refused instead); the data must be a V2 JSON request whose one input passes the model's own
+  checks; anything else is a 4xx naming the model, the field and what was expected, and changes
+  no state;
 - drift: validated rows accumulate until at least `batch_size` are held, then the TabularDrift
   test runs over all of them; a batch that drifts is answered with
   `ce-type: io.income-bundle.drift` carrying is_drift, p_val, distance, threshold and the
@@ -39,6 +42,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from cloudevents.core.base import BaseCloudEvent
+from cloudevents.core.bindings import http as ce_http
+from cloudevents.core.exceptions import BaseCloudEventException, CloudEventValidationError
+from cloudevents.core.formats.json import JSONFormat
+from cloudevents.core.v1.event import CloudEvent
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from mlserver.codecs import NumpyCodec
@@ -72,9 +80,14 @@ RESPONSE_EVENT_TYPE = "org.kubeflow.serving.inference.response"
 DRIFT_EVENT_TYPE = "io.income-bundle.drift"
 OUTLIER_EVENT_TYPE = "io.income-bundle.outlier"
 SPEC_VERSION = "1.0"
+REQUIRED_ATTRIBUTES = ("specversion", "id", "source", "type")
 # Extensions copied from the logged request onto the reply, so the sink can tell where it came from.
 FORWARDED_EXTENSIONS = ("inferenceservicename", "namespace", "component", "endpoint")
+# The HTTP binding's rule for telling the modes apart (cloudevents/spec http-protocol-binding.md
+# 3.1): structured mode has a Content-Type of application/cloudevents(+format).
 STRUCTURED_CONTENT_TYPE = "application/cloudevents"
+BATCH_CONTENT_TYPE = "application/cloudevents-batch"
+EVENT_FORMAT = JSONFormat()
 SETTINGS_KEY = "cloudevents"
 ENV_PREFIX = "INCOME_EVENTS_"
 
@@ -171,50 +184,45 @@ class _CloudEventsSink:
 
     # -- parsing -------------------------------------------------------------------------------
 
-    def _parse(self, headers: dict[str, str], body: bytes) -> tuple[dict[str, str], Any]:
-        """The event's attributes (ce-* headers, lower-case, without the prefix) and its data."""
+    def _parse(self, headers: dict[str, str], body: bytes) -> tuple[BaseCloudEvent, Any, bool]:
+        """The event (parsed by the CloudEvents SDK, binary or structured mode), its data as a
+        V2 request (None for a .response event), and whether it came in structured mode."""
         where = f"model {self.name}"
         content_type = headers.get("content-type", "")
-        if content_type.startswith(STRUCTURED_CONTENT_TYPE):
+        if content_type.lower().startswith(BATCH_CONTENT_TYPE):
             raise EventRejectedError(
                 415,
-                f"{where}: got a structured-mode CloudEvent ({content_type}); expected binary "
-                f"mode (ce-* headers and the V2 JSON request as the body), as KServe's logger sends",
+                f"{where}: got a batch of CloudEvents ({content_type}); expected one event per "
+                f"request, in binary or structured mode, as KServe's logger sends",
             )
-        attributes = {k[3:]: v for k, v in headers.items() if k.startswith("ce-")}
-        for name in ("specversion", "type", "id", "source"):
-            if not attributes.get(name):
-                raise EventRejectedError(
-                    400,
-                    f"{where}: the CloudEvent has no ce-{name} header; expected a binary-mode "
-                    f"CloudEvent {SPEC_VERSION} of type {REQUEST_EVENT_TYPE}",
-                )
-        if attributes["specversion"] != SPEC_VERSION:
+        structured = content_type.lower().startswith(STRUCTURED_CONTENT_TYPE)
+        event = self._read_event(ce_http.HTTPMessage(headers, body), structured)
+        field = (lambda name: repr(name)) if structured else (lambda name: f"ce-{name}")
+        event_type = event.get_type()
+        if event_type not in (REQUEST_EVENT_TYPE, RESPONSE_EVENT_TYPE):
             raise EventRejectedError(
                 400,
-                f"{where}: ce-specversion is {attributes['specversion']!r}; expected "
-                f"{SPEC_VERSION!r}",
-            )
-        if attributes["type"] not in (REQUEST_EVENT_TYPE, RESPONSE_EVENT_TYPE):
-            raise EventRejectedError(
-                400,
-                f"{where}: ce-type is {attributes['type']!r}; expected {REQUEST_EVENT_TYPE!r} "
+                f"{where}: {field('type')} is {event_type!r}; expected {REQUEST_EVENT_TYPE!r} "
                 f"(or {RESPONSE_EVENT_TYPE!r}, which is ignored)",
             )
-        if attributes["type"] == RESPONSE_EVENT_TYPE:
-            return attributes, None
-        if content_type and "json" not in content_type:
+        if event_type == RESPONSE_EVENT_TYPE:
+            return event, None, structured
+        data_type = event.get_datacontenttype()
+        if data_type and not JSONFormat.JSON_CONTENT_TYPE_PATTERN.match(data_type):
             raise EventRejectedError(
                 415,
-                f"{where}: Content-Type is {content_type!r}; expected application/json (a V2 "
-                f"inference request)",
+                f"{where}: the event's {'datacontenttype' if structured else 'Content-Type'} is "
+                f"{data_type!r}; expected application/json (a V2 inference request)",
             )
-        try:
-            data = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise EventRejectedError(
-                400, f"{where}: the event's data is not JSON ({e}); expected a V2 inference request"
-            ) from e
+        data = event.get_data()
+        if isinstance(data, bytes | str):  # the SDK keeps data it could not read as JSON as is
+            try:
+                data = json.loads(data)
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise EventRejectedError(
+                    400,
+                    f"{where}: the event's data is not JSON ({e}); expected a V2 inference request",
+                ) from e
         try:
             payload = InferenceRequest.model_validate(data)
         except ValidationError as e:
@@ -225,7 +233,58 @@ class _CloudEventsSink:
             raise EventRejectedError(
                 400, f"{where}: the event's data is not a V2 inference request: {problems}"
             ) from e
-        return attributes, payload
+        return event, payload, structured
+
+    def _read_event(self, message: ce_http.HTTPMessage, structured: bool) -> BaseCloudEvent:
+        where = f"model {self.name}"
+        mode = "structured" if structured else "binary"
+        expected = f"expected a {mode}-mode CloudEvent {SPEC_VERSION} of type {REQUEST_EVENT_TYPE}"
+        field = (lambda name: repr(name)) if structured else (lambda name: f"ce-{name}")
+
+        def received(attributes: dict[str, Any], data: Any) -> BaseCloudEvent:
+            # The SDK's CloudEvent fills in a missing id, specversion and time (it is also the
+            # constructor of new events); an event received without them is refused instead.
+            for name in REQUIRED_ATTRIBUTES:
+                if not attributes.get(name):
+                    raise EventRejectedError(
+                        400, f"{where}: the CloudEvent has no {field(name)}; {expected}"
+                    )
+            return CloudEvent(attributes, data)
+
+        try:
+            if structured:
+                return ce_http.from_structured(message, EVENT_FORMAT, received)
+            if not any(name.startswith(ce_http.CE_PREFIX) for name in message.headers):
+                raise EventRejectedError(
+                    400,
+                    f"{where}: the request has no ce-* headers and its Content-Type is "
+                    f"{message.headers.get('content-type', '')!r}, not {STRUCTURED_CONTENT_TYPE}"
+                    f"+json; {expected.replace(mode + '-mode ', '')} in binary or structured mode",
+                )
+            return ce_http.from_binary(message, EVENT_FORMAT, received)
+        except CloudEventValidationError as e:
+            problems = "; ".join(
+                f"{field(name)}: {', '.join(str(error) for error in errors)}"
+                for name, errors in e.errors.items()
+            )
+            raise EventRejectedError(
+                400, f"{where}: invalid CloudEvent: {problems}; {expected}"
+            ) from e
+        except json.JSONDecodeError as e:
+            raise EventRejectedError(
+                400, f"{where}: the structured-mode CloudEvent is not JSON ({e}); {expected}"
+            ) from e
+        except AttributeError as e:  # the SDK's JSON reader met something other than an object
+            raise EventRejectedError(
+                400, f"{where}: the structured-mode CloudEvent is not a JSON object; {expected}"
+            ) from e
+        except (BaseCloudEventException, ValueError, TypeError) as e:
+            # What the SDK's readers raise on a time that is not a timestamp.
+            raise EventRejectedError(
+                400,
+                f"{where}: the CloudEvent cannot be read ({type(e).__name__}: {e}); {expected}, "
+                f"with {field('time')}, if present, an RFC 3339 timestamp",
+            ) from e
 
     def _checked(self, payload: InferenceRequest) -> np.ndarray:
         try:
@@ -235,23 +294,25 @@ class _CloudEventsSink:
 
     # -- replies -------------------------------------------------------------------------------
 
-    def _reply(self, attributes: dict[str, str], data: dict[str, Any]) -> Response:
-        headers = {
-            "ce-specversion": SPEC_VERSION,
-            "ce-type": self.EVENT_TYPE,
-            "ce-source": self._events.source or f"income-bundle/kserve/{self.name}",
-            "ce-id": f"{attributes['id']}.{self.name}",
-            "ce-time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-            "ce-requestid": attributes["id"],
-            **{
-                f"ce-{name}": attributes[name]
-                for name in FORWARDED_EXTENSIONS
-                if attributes.get(name)
-            },
+    def _reply(self, event: BaseCloudEvent, structured: bool, data: dict[str, Any]) -> Response:
+        """A CloudEvent in the request's content mode, built and serialized by the SDK."""
+        attributes = {
+            "type": self.EVENT_TYPE,
+            "source": self._events.source or f"income-bundle/kserve/{self.name}",
+            "id": f"{event.get_id()}.{self.name}",
+            "time": datetime.now(UTC),
+            "datacontenttype": "application/json",
+            "requestid": event.get_id(),
         }
+        received = event.get_attributes()
+        attributes.update(
+            {name: received[name] for name in FORWARDED_EXTENSIONS if received.get(name)}
+        )
+        reply = CloudEvent(attributes, data)
+        to_http = ce_http.to_structured if structured else ce_http.to_binary
+        message = to_http(reply, EVENT_FORMAT)
         self._counts["replies"] += 1
-        return Response(json.dumps(data), status_code=200, headers=headers,
-                        media_type="application/json")  # fmt: skip
+        return Response(message.body, status_code=200, headers=message.headers)
 
     @staticmethod
     def _accepted(reason: str) -> Response:
@@ -275,7 +336,7 @@ class _CloudEventsSink:
         body = await request.body()
         headers = {k.lower(): v for k, v in request.headers.items()}
         try:
-            attributes, payload = self._parse(headers, body)
+            event, payload, structured = self._parse(headers, body)
             if payload is None:
                 self._counts["responses_ignored"] += 1
                 return self._accepted("response event ignored")
@@ -283,15 +344,15 @@ class _CloudEventsSink:
             # The model context MLServer sets around predict() (the stock runtime logs its
             # seldon_model_drift metric, which needs it).
             async with self._lock:
-                if not self._first_delivery(attributes["id"]):
+                if not self._first_delivery(event.get_id()):
                     return self._accepted("duplicate ce-id ignored")
                 self._counts["requests"] += 1
                 with model_context(self._settings):
-                    return await self._score(attributes, X)
+                    return await self._score(event, structured, X)
         except EventRejectedError as e:
             return self._rejected(e)
 
-    async def _score(self, attributes: dict[str, str], X: np.ndarray) -> Response:
+    async def _score(self, event: BaseCloudEvent, structured: bool, X: np.ndarray) -> Response:
         raise NotImplementedError
 
     def _state(self) -> dict[str, Any]:
@@ -327,7 +388,7 @@ class DriftEventsRuntime(_CloudEventsSink, runtimes.IncomeDriftRuntime):
     def rows_held(self) -> int:
         return sum(len(rows) for rows in self._held)
 
-    async def _score(self, attributes: dict[str, str], X: np.ndarray) -> Response:
+    async def _score(self, event: BaseCloudEvent, structured: bool, X: np.ndarray) -> Response:
         self._held.append(X)
         if self.rows_held < self._events.batch_size:
             return self._accepted(f"{self.rows_held}/{self._events.batch_size} rows held")
@@ -349,13 +410,13 @@ class DriftEventsRuntime(_CloudEventsSink, runtimes.IncomeDriftRuntime):
             "feature_names": list(names),
             "drifting_features": [n for n, p in zip(names, p_val, strict=True) if p < threshold],
             "batch_rows": len(batch),
-            "requestid": attributes["id"],
+            "requestid": event.get_id(),
         }
         self._last_verdict = verdict
         if not is_drift:
             return self._accepted(f"batch of {len(batch)} rows tested: no drift")
         self._counts["drift_events"] += 1
-        return self._reply(attributes, verdict)
+        return self._reply(event, structured, verdict)
 
     @custom_handler(rest_path="/cloudevents/income-drift")
     async def cloudevents(self, request: Request) -> Response:
@@ -430,7 +491,7 @@ class OutlierEventsRuntime(_CloudEventsSink, runtimes.IncomeOutlierRuntime):
         except integrity.BadRequestError as e:
             raise EventRejectedError(400, str(e)) from e
 
-    async def _score(self, attributes: dict[str, str], X: np.ndarray) -> Response:
+    async def _score(self, event: BaseCloudEvent, structured: bool, X: np.ndarray) -> Response:
         transformed = np.asarray(self._preprocessor.transform(X), dtype=np.float64)
         name = self._settings.inputs[0].name  # type: ignore[index]
         response = await runtimes.IncomeOutlierRuntime.predict(self, _request(name, transformed))
@@ -442,14 +503,15 @@ class OutlierEventsRuntime(_CloudEventsSink, runtimes.IncomeOutlierRuntime):
         if not is_outlier.any():
             return self._accepted(f"{len(X)} rows scored: no outlier")
         return self._reply(
-            attributes,
+            event,
+            structured,
             {
                 "model": self.name,
                 "is_outlier": is_outlier.tolist(),
                 "instance_score": scores.tolist(),
                 "outlier_rows": np.flatnonzero(is_outlier).tolist(),
                 "rows": len(X),
-                "requestid": attributes["id"],
+                "requestid": event.get_id(),
             },
         )
 
