@@ -688,3 +688,200 @@ def object_problems(
                 f"apiVersion {key[0]} kind {key[1]}"
             )
     return problems
+
+
+# --- Waited-for conditions -----------------------------------------------------------------------
+
+# (API group, kind) -> the condition types its controller sets, with the source. Knative-style
+# "living" condition sets also set "Ready", True once every listed condition is True.
+CONDITION_FACTS: dict[tuple[str, str], tuple[frozenset[str], str]] = {
+    ("", "Node"): (frozenset({"Ready"}), "kubernetes v1.33 kubelet node status (NodeReady)"),
+    ("apps", "Deployment"): (
+        frozenset({"Available", "Progressing"}),
+        "kubernetes v1.33 pkg/controller/deployment (DeploymentAvailable)",
+    ),
+    ("apiextensions.k8s.io", "CustomResourceDefinition"): (
+        frozenset({"Established", "NamesAccepted"}),
+        "kubernetes v1.33 apiextensions-apiserver establishing controller",
+    ),
+    ("kafka.strimzi.io", "Kafka"): (
+        frozenset({"Ready", "NotReady", "Warning"}),
+        "strimzi-kafka-operator 0.45.0 operator-common/.../model/StatusUtils.java",
+    ),
+    ("mlops.seldon.io", "Model"): (
+        frozenset({"ModelReady", "Ready"}),
+        "seldon-core v2.10.2 operator/apis/mlops/v1alpha1/model_conditions.go",
+    ),
+    ("mlops.seldon.io", "Pipeline"): (
+        frozenset({"PipelineReady", "PipelineGwReady", "ModelsReady", "Ready"}),
+        "seldon-core v2.10.2 operator/apis/mlops/v1alpha1/pipeline_types.go",
+    ),
+    ("mlops.seldon.io", "Server"): (
+        frozenset({"StatefulSetOrDeploymentReady", "Ready"}),
+        "seldon-core v2.10.2 operator/apis/mlops/v1alpha1/server_types.go serverConditionSet",
+    ),
+    ("mlops.seldon.io", "SeldonRuntime"): (
+        frozenset(
+            {
+                "SchedulerReady",
+                "DataflowEngineReady",
+                "ModelGatewayReady",
+                "PipelineGatewayReady",
+                "EnvoyReady",
+                "HodometerReady",
+                "Ready",
+            }
+        ),
+        "seldon-core v2.10.2 operator/apis/mlops/v1alpha1/seldonruntime_types.go",
+    ),
+    ("serving.knative.dev", "Service"): (
+        frozenset({"ConfigurationsReady", "RoutesReady", "Ready"}),
+        "knative/serving knative-v1.21.1 pkg/apis/serving/v1/service_lifecycle.go",
+    ),
+    ("eventing.knative.dev", "Broker"): (
+        frozenset({"Ready"}),
+        "knative/eventing knative-v1.21.0 pkg/apis/eventing/v1/broker_lifecycle.go",
+    ),
+    ("eventing.knative.dev", "Trigger"): (
+        frozenset(
+            {
+                "BrokerReady",
+                "SubscriptionReady",
+                "DependencyReady",
+                "SubscriberResolved",
+                "DeadLetterSinkResolved",
+                "OIDCIdentityCreated",
+                "Ready",
+            }
+        ),
+        "knative/eventing knative-v1.21.0 pkg/apis/eventing/v1/trigger_lifecycle.go",
+    ),
+    ("serving.kserve.io", "InferenceService"): (
+        frozenset({"PredictorReady", "IngressReady", "Ready"}),
+        "kserve v0.20.0 pkg/apis/serving/v1beta1/inference_service_status.go conditionSet",
+    ),
+}
+
+
+# Kinds of the core API group ("" / apiVersion v1) that the roles wait on.
+_CORE_KINDS = {("Node", ""), ("Pod", ""), ("Namespace", ""), ("PersistentVolumeClaim", "")}
+
+
+@dataclass(frozen=True)
+class Wait:
+    """One k8s_info task that waits for a condition."""
+
+    role: str
+    task: str
+    group: str
+    kind: str
+    condition: str
+    status: str
+
+
+def waits(roles_dir: Path) -> list[Wait]:
+    """Every condition the roles wait for (k8s_info with wait_condition; loops expanded)."""
+    found = []
+    for role in sorted(p.name for p in roles_dir.iterdir() if (p / "tasks").is_dir()):
+        for task in role_tasks(roles_dir, role):
+            info = task.get("kubernetes.core.k8s_info")
+            if not info or "wait_condition" not in info:
+                continue
+            items = task.get("loop") if isinstance(task.get("loop"), list) else [{}]
+            for item in items:
+                item = item if isinstance(item, dict) else {}
+                api_version = item.get("api_version") or info.get("api_version", "v1")
+                if "{{" in str(info.get("api_version", "")):
+                    api_version = item.get("api_version", "v1")
+                kind = item.get("kind") if "{{" in str(info.get("kind")) else info.get("kind")
+                group = api_version.rpartition("/")[0] if "/" in api_version else ""
+                found.append(
+                    Wait(
+                        role=role,
+                        task=task["name"],
+                        group=group,
+                        kind=kind,
+                        condition=info["wait_condition"]["type"],
+                        status=str(info["wait_condition"].get("status", "True")),
+                    )
+                )
+    return found
+
+
+def wait_problems(roles_dir: Path) -> list[str]:
+    """Waits for a condition the upstream controller never sets."""
+    problems = []
+    for wait in waits(roles_dir):
+        fact = CONDITION_FACTS.get((wait.group, wait.kind))
+        if fact is None and wait.group == "" and (wait.kind, "") not in _CORE_KINDS:
+            problems.append(
+                f"{wait.role}: {wait.task!r} asks for {wait.kind} in apiVersion v1 (k8s_info's "
+                f"default), which has no such kind: name its group's apiVersion"
+            )
+        elif fact is None:
+            problems.append(
+                f"{wait.role}: {wait.task!r} waits on {wait.kind} ({wait.group or 'core'}), for "
+                f"which no upstream condition fact is recorded"
+            )
+        elif wait.condition not in fact[0]:
+            problems.append(
+                f"{wait.role}: {wait.task!r} waits for {wait.kind} condition {wait.condition}, "
+                f"which its controller never sets (it sets {', '.join(sorted(fact[0]))}: {fact[1]})"
+            )
+    return problems
+
+
+# knative/serving knative-v1.21.1 config/core/webhooks/configmap-validation.yaml: the ValidatingWebhook
+# config.webhook.serving.knative.dev has failurePolicy Fail and selects knative-serving ConfigMaps
+# labelled app.kubernetes.io/component in (autoscaler, controller, logging, networking, ...), which
+# config-domain, config-features (controller) and config-network (networking) are; it is served by
+# Service "webhook" in front of Deployment "webhook" (config/core/deployments/webhook.yaml).
+KNATIVE_CONFIG_WEBHOOK = {
+    "namespace": "knative-serving",
+    "deployment": "webhook",
+    "service": "webhook",
+}
+
+
+def knative_config_order_problems(roles_dir: Path) -> list[str]:
+    """The kserve_stack role patches Knative's ConfigMaps only once the webhook that validates
+    them (failurePolicy Fail) is Available and has a ready endpoint."""
+    tasks = role_tasks(roles_dir, "kserve_stack")
+    (patch_index,) = [
+        i
+        for i, t in enumerate(tasks)
+        if "knative-config.yaml.j2" in str(t.get("kubernetes.core.k8s", {}).get("definition", ""))
+    ]
+    before = tasks[:patch_index]
+    namespace = KNATIVE_CONFIG_WEBHOOK["namespace"]
+    deployment_waited = any(
+        (info := t.get("kubernetes.core.k8s_info"))
+        and info.get("kind") == "Deployment"
+        and info.get("name") == KNATIVE_CONFIG_WEBHOOK["deployment"]
+        and info.get("namespace") == namespace
+        and info.get("wait_condition", {}).get("type") == "Available"
+        for t in before
+    )
+    endpoints_waited = any(
+        (info := t.get("kubernetes.core.k8s_info"))
+        and info.get("kind") == "EndpointSlice"
+        and info.get("namespace") == namespace
+        and f"kubernetes.io/service-name={KNATIVE_CONFIG_WEBHOOK['service']}"
+        in info.get("label_selectors", [])
+        and "until" in t
+        for t in before
+    )
+    problems = []
+    if not deployment_waited:
+        problems.append(
+            "kserve_stack patches Knative's ConfigMaps before waiting for Deployment "
+            f"{namespace}/{KNATIVE_CONFIG_WEBHOOK['deployment']} to be Available (its webhook "
+            "validates them with failurePolicy Fail)"
+        )
+    if not endpoints_waited:
+        problems.append(
+            "kserve_stack patches Knative's ConfigMaps before waiting for a ready endpoint of "
+            f"Service {namespace}/{KNATIVE_CONFIG_WEBHOOK['service']} (EndpointSlice "
+            f"kubernetes.io/service-name={KNATIVE_CONFIG_WEBHOOK['service']})"
+        )
+    return problems
