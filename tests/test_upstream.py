@@ -338,7 +338,10 @@ def test_closed_client_refuses_requests(uvicorn_url):
     run(main())
 
 
-@pytest.mark.parametrize("url", ["127.0.0.1:9", "https://127.0.0.1:9", "http://"])
+@pytest.mark.parametrize(
+    "url",
+    ["127.0.0.1:9", "https://127.0.0.1:9", "http://", "http://127.0.0.1:9\r\nX: y", "http://é:9"],
+)
 def test_only_plain_http_origins(url):
     with pytest.raises(ValueError, match="http://host:port"):
         UpstreamClient(url)

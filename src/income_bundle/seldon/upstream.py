@@ -38,14 +38,21 @@ MAX_HEAD_BYTES = 64 * 1024
 # The same bound as the REST front puts on requests (rest.MAX_BODY_BYTES).
 MAX_BODY_BYTES = 64 * 1024 * 1024
 
-# RFC 9110 5.6.2 token (methods and field names); field values: no CR, LF, NUL or other C0
-# control but tab (RFC 9110 5.5); the request target: visible ASCII only (RFC 9112 3.2).
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_FIELD_VALUE = re.compile(rb"[^\x00-\x08\x0a-\x1f\x7f]*")
-_TARGET = re.compile(rb"/[\x21-\x7e]*")
+# RFC 9110 5.6.2 token (methods and field names); field values: visible ASCII, space and tab
+# (RFC 9110 5.5, without obs-text); the request target: visible ASCII only (RFC 9112 3.2). Nothing
+# else is sent, so CR, LF and NUL can never reach the wire.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_FIELD_VALUE = re.compile(r"[\t\x20-\x7e]*")
+_TARGET = re.compile(r"/[\x21-\x7e]*")
 # Answers to these carry no body whatever their headers say; llhttp cannot be told (httptools
 # has no "skip body" hook), so the client does not send them.
-_UNSUPPORTED_METHODS = {b"HEAD", b"CONNECT"}
+_UNSUPPORTED_METHODS = {"HEAD", "CONNECT"}
+_EXPECTED = {
+    "method": "an HTTP token",
+    "path": "visible ASCII starting with '/' (no spaces or control characters)",
+    "header name": "an HTTP token",
+    "header value": "visible ASCII, spaces and tabs (no CR, LF, NUL or other control characters)",
+}
 
 
 class UpstreamError(ConnectionError):
@@ -209,24 +216,10 @@ class _Connection(asyncio.Protocol):
         return UpstreamProtocolError(f"malformed answer ({type(error).__name__}: {error})")
 
 
-def _checked(kind: str, value: str, pattern: re.Pattern[bytes]) -> bytes:
-    try:
-        encoded = value.encode("ascii")
-    except UnicodeEncodeError:
-        encoded = b"\x00"  # fails the pattern below
-    if pattern.fullmatch(encoded) is None:
-        raise RequestRefusedError(
-            f"refused to send {kind} {value[:80]!r}: it must be {_EXPECTED[kind]}"
-        )
-    return encoded
-
-
-_EXPECTED = {
-    "method": "an HTTP token",
-    "path": "visible ASCII starting with '/' (no spaces or control characters)",
-    "header name": "an HTTP token",
-    "header value": "ASCII without CR, LF, NUL or other control characters",
-}
+def _refused(kind: str, value: str) -> RequestRefusedError:
+    return RequestRefusedError(
+        f"refused to send {kind} {value[:80]!r}: it must be {_EXPECTED[kind]}"
+    )
 
 
 class UpstreamClient:
@@ -237,11 +230,13 @@ class UpstreamClient:
         if scheme != "http" or not rest:
             raise ValueError(f"expected http://host:port, got {base_url!r}")
         hostport = rest.split("/", 1)[0]
+        if _TARGET.fullmatch("/" + hostport) is None:
+            raise ValueError(f"expected http://host:port, got {base_url!r}")
         host, _, port = hostport.rpartition(":")
         self.host = host.strip("[]") or "127.0.0.1"
         self.port = int(port) if port.isdigit() else 80
         self.max_body_bytes = max_body_bytes
-        self._host_header = hostport.encode("latin-1")
+        self._host = hostport  # the Host header
         self._idle: list[_Connection] = []
         self._slots = asyncio.Semaphore(limit)
         self._closed = False
@@ -278,18 +273,20 @@ class UpstreamClient:
     def _serialize(
         self, method: str, path: str, body: bytes, headers: dict[str, str] | None
     ) -> bytes:
-        verb = _checked("method", method, _TOKEN)
-        if verb in _UNSUPPORTED_METHODS:
+        if _TOKEN.fullmatch(method) is None:
+            raise _refused("method", method)
+        if method in _UNSUPPORTED_METHODS:
             raise RequestRefusedError(f"refused to send method {method}: its answer has no body")
-        extra = b"".join(
-            b"%s: %s\r\n"
-            % (_checked("header name", k, _TOKEN), _checked("header value", v, _FIELD_VALUE))
-            for k, v in (headers or {}).items()
-        )
-        return (
-            b"%s %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n%s\r\n"
-            % (verb, _checked("path", path, _TARGET), self._host_header, len(body), extra)
-        ) + body
+        if _TARGET.fullmatch(path) is None:
+            raise _refused("path", path)
+        head = f"{method} {path} HTTP/1.1\r\nHost: {self._host}\r\nContent-Length: {len(body)}\r\n"
+        for name, value in (headers or {}).items():
+            if _TOKEN.fullmatch(name) is None:
+                raise _refused("header name", name)
+            if _FIELD_VALUE.fullmatch(value) is None:
+                raise _refused("header value", value)
+            head += f"{name}: {value}\r\n"
+        return (head + "\r\n").encode("ascii") + body
 
     async def _connection(self) -> tuple[_Connection, bool]:
         while self._idle:
