@@ -101,7 +101,12 @@ def stub_gateway(forwarder: StubForwarder | None = None, pipelines_dir: Path | N
         extra = load_bundle(pipelines_dir, ROOT)
         bundle.pipelines.update(extra.pipelines)
     contracts = {
-        name: ModelContract(name, declared(name).get("inputs", [])) for name in bundle.models
+        name: ModelContract(
+            name,
+            declared(name).get("inputs", []),
+            declared_outputs=declared(name).get("outputs", []),
+        )
+        for name in bundle.models
     }
     return Gateway(bundle, forwarder or StubForwarder(), contracts, ready_poll_s=0)
 

@@ -168,9 +168,11 @@ def test_health_readiness_and_metadata(seldon):
         f"{seldon.http_url}/v2/models/x", headers={"seldon-model": "income-production.pipeline"}
     )
     with urllib.request.urlopen(request, timeout=10) as response:
-        assert json.loads(response.read())["steps"] == [
-            "income", "income-preprocess", "income-outlier", "income-drift",
-        ]  # fmt: skip
+        metadata = json.loads(response.read())
+    assert metadata["platform"] == "seldon-pipeline"
+    assert [i["name"] for i in metadata["inputs"]] == ["predict"]
+    assert [o["name"] for o in metadata["outputs"]] == ["predict", "is_outlier"]
+    assert all(set(o) == {"name", "datatype", "shape"} for o in metadata["outputs"])
     with urllib.request.urlopen(
         f"{seldon.http_url}/v2/models/income-drift", timeout=10
     ) as response:

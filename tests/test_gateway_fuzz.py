@@ -34,7 +34,7 @@ def _check(case, response) -> None:
 def test_every_operation_with_generated_requests(seldon):
     schema = schemathesis.openapi.from_path(OPENAPI_PATH)
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 9
+    assert len(operations) == 11
     sent: dict[str, int] = {}
     for operation in operations:
 
@@ -46,7 +46,7 @@ def test_every_operation_with_generated_requests(seldon):
             _check(case, response)
 
         fuzz()
-    assert len(sent) == 9 and min(sent.values()) >= 1
+    assert len(sent) == 11 and min(sent.values()) >= 1
 
 
 def test_inference_with_generated_bodies_for_every_target(seldon):

@@ -471,7 +471,8 @@ def test_grpc_malformed_request(seldon, case, header, request_, code, phrase):
 
 
 HEADER_CASES = [
-    ("id-control-character", {"x-request-id": "a\x01b"}, 400, "contains '\\x01'"),
+    # httptools (llhttp) itself refuses control characters in a header with a plain 400.
+    ("id-control-character", {"x-request-id": "a\x01b"}, 400, None),
     ("id-2000-characters", {"x-request-id": "x" * 2000}, 400, "2000 characters long"),
     ("id-latin-1", {"x-request-id": "caf\xe9"}, 400, "visible ASCII"),
     ("id-100-kb", {"x-request-id": "x" * 100_000}, 431, "request headers are 100"),
@@ -490,12 +491,16 @@ def test_rest_malformed_headers(seldon, case, headers, status, phrase, target):
     all_headers = {"seldon-model": target, "content-type": "application/json", **headers}
     connection.request("POST", "/v2/models/m/infer", body(tensor(ROW, [1, 12])), all_headers)
     response = connection.getresponse()
-    answer = json.loads(response.read())
+    raw = response.read()
     connection.close()
-    assert response.status == status, answer
-    assert set(answer) == {"error"} and phrase in answer["error"]
+    assert response.status == status, raw
+    if phrase is not None:
+        answer = json.loads(raw)
+        assert set(answer) == {"error"} and phrase in answer["error"]
     assert response.getheader("x-request-id") is None
     assert model_calls(seldon) == before
+    with urllib.request.urlopen(f"{seldon.http_url}/v2/health/ready", timeout=10) as ready:
+        assert ready.status == 200
 
 
 def test_grpc_request_id_metadata_is_checked(seldon):
@@ -530,7 +535,7 @@ def test_gateway_still_serves_after_malformed_requests(seldon, scenario):
 
 
 def test_mlserver_422_and_plain_500_are_translated():
-    from income_bundle.seldon.gateway import _translate_error
+    from income_bundle.seldon.forwarding import translate_error as _translate_error
 
     detail = json.dumps(
         {"detail": [{"loc": ["body", "inputs", 0, "datatype"], "msg": "Field required"}]}
@@ -593,11 +598,10 @@ def _fast_case(**changes) -> dict:
 )
 def test_fast_path_accepts_only_what_the_full_check_accepts(training_report, body, accepted):
     from income_bundle.paths import artifact_dir
-    from income_bundle.seldon.gateway import ModelContract
-    from income_bundle.seldon.rest import parse_rest_request
+    from income_bundle.seldon.contracts import ModelContract
+    from income_bundle.seldon.protocol import InferRequest
 
     contract = ModelContract.from_folder("income", artifact_dir("income"))
     assert contract.accepts_fast(body) is accepted
     if accepted:  # and the full check agrees
-        tensors, _, _ = parse_rest_request(json.dumps(body).encode())
-        contract.check(tensors)
+        contract.check(InferRequest("income", "rest", body=body).decode())

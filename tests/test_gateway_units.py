@@ -17,6 +17,8 @@ from income_bundle.seldon.tensors import TensorError, flatten, range_problem
 from .gateway_stubs import StubForwarder, asgi_call, stub_gateway
 from .v2_bodies import ROW, tensor
 
+pytestmark = pytest.mark.fast
+
 PIPELINE = "income-production.pipeline"
 
 
@@ -148,3 +150,309 @@ def test_a_rejected_request_id_never_reaches_a_model_or_a_header():
         assert "x-request-id" not in headers
         assert "contains '\\n'" in json.loads(raw)["error"]
     assert forwarder.calls == []
+
+
+# -- the protocol as independent clients speak it (tritonclient builds and reads the bodies) ----
+
+JSON_HEADERS = {"content-type": "application/json"}
+
+
+def _triton_body(rows: np.ndarray, binary_in=True, outputs=None):
+    """A request body as tritonclient's HTTP client sends it (binary tensors by default)."""
+    import tritonclient.http as triton
+
+    tensor_in = triton.InferInput("predict", list(rows.shape), "FP32")
+    tensor_in.set_data_from_numpy(rows.astype(np.float32), binary_data=binary_in)
+    requested = [triton.InferRequestedOutput(name, binary_data=b) for name, b in outputs or []]
+    body, json_size = triton.InferenceServerClient.generate_request_body(
+        [tensor_in], outputs=requested or None
+    )
+    headers = {} if json_size is None else {"Inference-Header-Content-Length": str(json_size)}
+    return body, headers
+
+
+def _triton_result(raw: bytes, headers: dict[str, str]):
+    import tritonclient.http as triton
+
+    length = headers.get("inference-header-content-length")
+    return triton.InferenceServerClient.parse_response_body(
+        raw, header_length=int(length) if length else None
+    )
+
+
+ROWS = np.array([ROW, ROW], dtype=np.float32)
+
+
+@pytest.mark.parametrize("target", ["income", PIPELINE])
+def test_binary_request_and_answer_as_tritonclient_sends_them(target):
+    forwarder = StubForwarder()
+    front = RestFront(stub_gateway(forwarder))
+    body, headers = _triton_body(ROWS)
+    status, answer_headers, raw = asyncio.run(
+        _calls(front, [("POST", "/v2/models/m/infer", body, {"seldon-model": target, **headers})])
+    )[0]
+    assert status == 200, raw
+    # MLServer got JSON with the decoded values, not the binary body it cannot read.
+    _, forwarded = next(c for c in forwarder.calls if c[0] == "income")
+    if target == "income":
+        assert forwarded["inputs"][0]["shape"] == [2, 12]
+        assert "binary_data_output" not in forwarded.get("parameters", {})
+    # No outputs named: tritonclient asks for every output in binary form, and reads them.
+    assert answer_headers["content-type"] == "application/octet-stream"
+    result = _triton_result(raw, answer_headers)
+    assert result.as_numpy("predict").shape == (2, 1)
+
+
+def test_binary_output_only_where_asked():
+    front = RestFront(stub_gateway(StubForwarder()))
+    body, headers = _triton_body(ROWS, outputs=[("predict", False), ("is_outlier", True)])
+    status, answer_headers, raw = asyncio.run(
+        _calls(front, [("POST", "/v2/models/m/infer", body, {"seldon-model": PIPELINE, **headers})])
+    )[0]
+    assert status == 200, raw
+    result = _triton_result(raw, answer_headers)
+    outputs = {o["name"]: o for o in result.get_response()["outputs"]}
+    assert "data" in outputs["predict"]
+    assert "data" not in outputs["is_outlier"] and outputs["is_outlier"]["parameters"]
+    assert result.as_numpy("is_outlier") is not None
+
+
+def _binary(json_part: dict, data: bytes, length: int | None = None):
+    header = json.dumps(json_part).encode()
+    return header + data, {
+        "Inference-Header-Content-Length": str(len(header) if length is None else length)
+    }
+
+
+FP32_ROW = np.array([ROW], dtype=np.float32).tobytes()  # 48 bytes
+
+
+def _binary_input(size, datatype="FP32", shape=(1, 12), **extra):
+    return {
+        "inputs": [
+            {
+                "name": "predict",
+                "datatype": datatype,
+                "shape": list(shape),
+                "parameters": {"binary_data_size": size},
+                **extra,
+            }
+        ]
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "phrase"),
+    [
+        (b"{}", {"Inference-Header-Content-Length": "ten"}, "expected the JSON part's length"),
+        (b"{}", {"Inference-Header-Content-Length": "-2"}, "expected the JSON part's length"),
+        (b"{}", {"Inference-Header-Content-Length": "0x2"}, "expected the JSON part's length"),
+        (
+            b"{}",
+            {"Inference-Header-Content-Length": "99"},
+            "says the JSON part is 99 bytes, but the whole body is 2",
+        ),
+        (*_binary(_binary_input(48), FP32_ROW[:40]), "says 48 bytes, but only 40"),
+        (*_binary(_binary_input(40), FP32_ROW), "8 bytes of binary data that no input"),
+        (*_binary(_binary_input(-1), FP32_ROW), "binary_data_size is -1"),
+        (*_binary(_binary_input("48"), FP32_ROW), "binary_data_size is '48'"),
+        (*_binary(_binary_input(48, data=[1]), FP32_ROW), "both 'data' and binary_data_size"),
+        (*_binary(_binary_input(47), FP32_ROW[:47]), "not a whole number of FP32"),
+        (*_binary(_binary_input(48, datatype="FLOAT"), FP32_ROW), "not a V2 datatype"),
+        (*_binary(_binary_input(48, shape=(2, 12)), FP32_ROW), "needs 24 values, but carries 12"),
+        (
+            *_binary(_binary_input(8, "BYTES", (1, 1)), b"\x40\0\0\0abcd"),
+            "says it has 64 bytes, but only 4",
+        ),
+        (*_binary({"inputs": "x"}, b""), "must be an object with an 'inputs' list"),
+        (*_binary(_binary_input(48), FP32_ROW, length=5), "not JSON"),
+    ],
+)
+@pytest.mark.parametrize("target", ["income", PIPELINE])
+def test_binary_bodies_that_lie_about_lengths_are_a_400(body, headers, phrase, target):
+    forwarder = StubForwarder()
+    front = RestFront(stub_gateway(forwarder))
+    request = ("POST", "/v2/models/m/infer", body, {"seldon-model": target, **headers})
+    status, _, raw = asyncio.run(_calls(front, [request]))[0]
+    assert status == 400, raw
+    assert phrase in json.loads(raw)["error"]
+    assert forwarder.calls == []
+
+
+def _json_call(target, body, headers=None, path="/v2/models/m/infer"):
+    return (
+        "POST",
+        path,
+        json.dumps(body).encode(),
+        {"seldon-model": target, **JSON_HEADERS, **(headers or {})},
+    )
+
+
+def test_pipeline_outputs_are_selected_and_unknown_names_refused():
+    forwarder = StubForwarder()
+    front = RestFront(stub_gateway(forwarder))
+    one = {"inputs": [tensor(ROW, [1, 12])], "outputs": [{"name": "is_outlier"}]}
+    unknown = {"inputs": [tensor(ROW, [1, 12])], "outputs": [{"name": "nope"}]}
+    everything = {"inputs": [tensor(ROW, [1, 12])]}
+    answers = asyncio.run(
+        _calls(
+            front,
+            [
+                _json_call(PIPELINE, one),
+                _json_call(PIPELINE, unknown),
+                _json_call(PIPELINE, everything),
+            ],
+        )
+    )
+    status, _, raw = answers[0]
+    assert status == 200 and [o["name"] for o in json.loads(raw)["outputs"]] == ["is_outlier"]
+    status, _, raw = answers[1]
+    assert status == 400
+    assert json.loads(raw)["error"] == (
+        "pipeline income-production: no output 'nope'; its outputs are: predict, is_outlier"
+    )
+    status, _, raw = answers[2]
+    assert [o["name"] for o in json.loads(raw)["outputs"]] == ["predict", "is_outlier"]
+
+
+def test_pipeline_metadata_is_tensor_metadata_derived_from_the_steps():
+    front = RestFront(stub_gateway(StubForwarder()))
+    status, _, raw = asyncio.run(
+        _calls(front, [("GET", "/v2/models/m", b"", {"seldon-model": PIPELINE})])
+    )[0]
+    assert status == 200
+    metadata = json.loads(raw)
+    income, outlier = declared_settings("income"), declared_settings("income-outlier")
+    assert metadata["name"] == PIPELINE and metadata["platform"] == "seldon-pipeline"
+    assert metadata["inputs"] == [
+        {k: v for k, v in item.items() if k in ("name", "datatype", "shape")}
+        for item in income["inputs"]
+    ]
+    is_outlier = next(o for o in outlier["outputs"] if o["name"] == "is_outlier")
+    assert metadata["outputs"] == [
+        *(
+            {"name": o["name"], "datatype": o["datatype"], "shape": o["shape"]}
+            for o in income["outputs"]
+        ),
+        {"name": "is_outlier", "datatype": is_outlier["datatype"], "shape": is_outlier["shape"]},
+    ]
+
+
+def declared_settings(model):
+    from .gateway_stubs import declared
+
+    return declared(model)
+
+
+def test_request_ids_as_seldon():
+    """Models: the client's x-request-id (else the body's id) is echoed, MLServer's answer is
+    untouched. Pipelines: the header wins over the body's id; without one, a new id."""
+    forwarder = StubForwarder()
+    front = RestFront(stub_gateway(forwarder))
+    plain = {"inputs": [tensor(ROW, [1, 12])]}
+    with_id = {**plain, "id": "body-1"}
+    answers = asyncio.run(
+        _calls(
+            front,
+            [
+                _json_call("income", plain, {"x-request-id": "head-1"}),
+                _json_call("income", with_id),
+                _json_call("income", plain),
+                _json_call(PIPELINE, with_id, {"x-request-id": "head-2"}),
+                _json_call(PIPELINE, with_id),
+            ],
+        )
+    )
+    (_, h1, _), (_, h2, r2), (_, h3, _), (_, h4, r4), (_, h5, r5) = answers
+    assert h1["x-request-id"] == "head-1"
+    assert h2["x-request-id"] == "body-1" and json.loads(r2)["id"] == "body-1"
+    assert "x-request-id" not in h3
+    assert h4["x-request-id"] == "head-2" and json.loads(r4)["id"] == "head-2"
+    assert h5["x-request-id"] not in ("", "body-1") and json.loads(r5)["id"] == h5["x-request-id"]
+
+
+def test_pipeline_paths_as_seldons_pipeline_gateway():
+    forwarder = StubForwarder()
+    forwarder.ready_models = {"income"}
+    front = RestFront(stub_gateway(forwarder))
+    body = json.dumps({"inputs": [tensor(ROW, [1, 12])]}).encode()
+    answers = asyncio.run(
+        _calls(
+            front,
+            [
+                ("POST", "/v2/pipelines/income-production/infer", body, JSON_HEADERS),
+                ("GET", "/v2/pipelines/income-v1/ready", b"", {}),
+                ("GET", "/v2/pipelines/income-production/ready", b"", {}),  # 3 steps not ready
+                ("GET", "/v2/pipelines/nope/ready", b"", {}),
+                ("POST", "/v2/pipelines/nope/infer", body, JSON_HEADERS),
+            ],
+        )
+    )
+    statuses = [a[0] for a in answers]
+    assert statuses == [200, 200, 424, 404, 404], answers
+    assert [o["name"] for o in json.loads(answers[0][2])["outputs"]] == ["predict", "is_outlier"]
+
+
+async def _grpc_calls(gateway, calls):
+    """Each `calls` item is (method name, request, metadata); returns (response or RpcError,
+    initial metadata) per call, against the real gRPC front on a loopback port."""
+    import grpc
+    from tritonclient.grpc import service_pb2_grpc
+
+    from income_bundle.seldon.grpc_front import build_grpc_server
+
+    await gateway.start()
+    server = build_grpc_server(gateway, "127.0.0.1:0")
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    results = []
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            for method, request, metadata in calls:
+                call = getattr(stub, method)(request, metadata=metadata, timeout=30)
+                try:
+                    response = await call
+                except grpc.aio.AioRpcError as e:
+                    results.append((e, None))
+                    continue
+                results.append((response, {k: v for k, v in await call.initial_metadata()}))
+    finally:
+        await server.stop(grace=None)
+        await gateway.close()
+    return results
+
+
+def test_grpc_metadata_says_what_rest_says():
+    from tritonclient.grpc import service_pb2
+
+    forwarder = StubForwarder()
+    gateway = stub_gateway(forwarder)
+    request = service_pb2.ModelMetadataRequest(name="m")
+    calls = [("ModelMetadata", request, [("seldon-model", t)]) for t in ("income", PIPELINE)]
+    (model, _), (pipeline, _) = asyncio.run(_grpc_calls(gateway, calls))
+    rest_model = asyncio.run(forwarder.metadata("income"))[1]
+    assert model.platform == rest_model["platform"]
+    assert [(o.name, o.datatype, list(o.shape)) for o in model.outputs] == [
+        (o["name"], o["datatype"], o["shape"]) for o in rest_model["outputs"]
+    ]
+    assert pipeline.platform == "seldon-pipeline"
+    assert [o.name for o in pipeline.outputs] == ["predict", "is_outlier"]
+    assert [i.name for i in pipeline.inputs] == ["predict"]
+
+
+def test_grpc_request_id_metadata_is_read_and_sent_back():
+    from tritonclient.grpc import service_pb2
+
+    request = service_pb2.ModelInferRequest(id="body-1")
+    item = request.inputs.add(name="predict", datatype="FP32", shape=[1, 12])
+    item.contents.fp32_contents.extend(ROW)
+    calls = [
+        ("ModelInfer", request, [("seldon-model", PIPELINE), ("x-request-id", "head-1")]),
+        ("ModelInfer", request, [("seldon-model", PIPELINE)]),
+        ("ModelInfer", request, [("seldon-model", "income"), ("x-request-id", "head-2")]),
+    ]
+    (r1, m1), (r2, m2), (r3, m3) = asyncio.run(_grpc_calls(stub_gateway(), calls))
+    assert m1["x-request-id"] == "head-1" and r1.id == "head-1"
+    assert m2["x-request-id"] not in ("", "body-1") and r2.id == m2["x-request-id"]
+    assert m3["x-request-id"] == "head-2" and r3.id == "body-1"

@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from income_bundle.errors import GatewayError
 from income_bundle.seldon.bundle import Pipeline, Step, TensorRef
 from income_bundle.seldon.tensors import Tensor, TensorError, concat_rows
 
@@ -34,15 +35,6 @@ __all__ = ["GatewayError", "ModelCall", "PipelineEngine", "PipelineObserver", "S
 log = logging.getLogger(__name__)
 
 ModelCall = Callable[[str, list[Tensor]], Awaitable[list[Tensor]]]
-
-
-class GatewayError(Exception):
-    """An error answered in the Open Inference Protocol's shape: HTTP status + message."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 @dataclass

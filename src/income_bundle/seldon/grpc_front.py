@@ -12,15 +12,11 @@ import logging
 import grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from income_bundle.seldon.engine import GatewayError
-from income_bundle.seldon.gateway import (
-    INTERNAL_ERROR_MESSAGE,
-    PIPELINE_SUFFIX,
-    SELDON_MODEL_HEADER,
-    Gateway,
-)
-from income_bundle.seldon.request_id import REQUEST_ID_HEADER, check_request_id, new_request_id
-from income_bundle.seldon.tensors import TensorError, from_grpc_request, to_grpc_response
+from income_bundle.errors import GatewayError
+from income_bundle.seldon.gateway import INTERNAL_ERROR_MESSAGE, SELDON_MODEL_HEADER, Gateway
+from income_bundle.seldon.protocol import InferRequest
+from income_bundle.seldon.request_id import REQUEST_ID_HEADER, check_request_id
+from income_bundle.seldon.tensors import from_grpc_request, to_grpc_response
 
 log = logging.getLogger(__name__)
 
@@ -85,41 +81,43 @@ class _Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     @_guarded
     async def ModelMetadata(self, request, context):  # noqa: N802
-        kind, name = self.gateway.resolve(_header(context) or request.name)
-        if kind == "pipeline":
-            return service_pb2.ModelMetadataResponse(
-                name=f"{name}{PIPELINE_SUFFIX}", platform="seldon-pipeline"
-            )
-        contract = self.gateway.contracts.get(name)
-        response = service_pb2.ModelMetadataResponse(name=name, platform="mlserver")
-        for item in contract.declared if contract else []:
-            response.inputs.add(name=item["name"], datatype=item["datatype"], shape=item["shape"])
+        """The same metadata REST answers (MLServer's for a model, derived for a pipeline)."""
+        metadata = await self.gateway.metadata(_header(context) or request.name)
+        response = service_pb2.ModelMetadataResponse(
+            name=metadata.get("name", ""),
+            versions=metadata.get("versions") or [],
+            platform=metadata.get("platform", ""),
+        )
+        for kind in ("inputs", "outputs"):
+            for item in metadata.get(kind) or []:
+                getattr(response, kind).add(
+                    name=item["name"], datatype=item["datatype"], shape=item["shape"]
+                )
         return response
 
     @_guarded
     async def ModelInfer(self, request, context):  # noqa: N802
-        request_id = (
-            check_request_id(
-                _header(context, REQUEST_ID_HEADER), f"the '{REQUEST_ID_HEADER}' metadata"
-            )
-            or check_request_id(request.id, "the request's 'id'")
-            or new_request_id()
+        header_id = check_request_id(
+            _header(context, REQUEST_ID_HEADER), f"the '{REQUEST_ID_HEADER}' metadata"
         )
-        try:
-            tensors, parameters = from_grpc_request(request)
-        except TensorError as e:
-            raise GatewayError(400, str(e)) from e
+        tensors, parameters = from_grpc_request(request)
         if not tensors:
             raise GatewayError(400, "the request needs at least one input tensor")
-        extra: dict = {"parameters": parameters} if parameters else {}
-        if request.outputs:
-            extra["outputs"] = [{"name": o.name} for o in request.outputs]
-        name, outputs = await self.gateway.infer(
-            _header(context), tensors, extra, "grpc", request_id
+        call = InferRequest(
+            _header(context),
+            "grpc",
+            header_id,
+            inputs=tensors,
+            parameters=parameters,
+            outputs=[{"name": o.name} for o in request.outputs],
+            id=check_request_id(request.id, "the request's 'id'"),
         )
-        await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
+        result = await self.gateway.infer(call)
+        if result.header_id:
+            await context.send_initial_metadata(((REQUEST_ID_HEADER, result.header_id),))
+        raw = bool(request.raw_input_contents)
         return to_grpc_response(
-            service_pb2, name, request_id, outputs, raw=bool(request.raw_input_contents)
+            service_pb2, result.name, result.id or "", result.outputs or [], raw=raw
         )
 
 

@@ -19,7 +19,7 @@ import re
 import uuid
 from typing import Any
 
-from income_bundle.seldon.engine import GatewayError
+from income_bundle.errors import GatewayError
 
 __all__ = ["MAX_REQUEST_ID_LENGTH", "REQUEST_ID_HEADER", "check_request_id", "new_request_id"]
 

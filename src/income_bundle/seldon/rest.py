@@ -11,11 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import json
 import logging
 import re
 import socket
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,16 +25,21 @@ import uvicorn
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from income_bundle.errors import BundleError
-from income_bundle.seldon.engine import GatewayError
+from income_bundle.errors import BundleError, GatewayError
 from income_bundle.seldon.gateway import (
     INTERNAL_ERROR_MESSAGE,
     PIPELINE_SUFFIX,
     SELDON_MODEL_HEADER,
     Gateway,
 )
+from income_bundle.seldon.protocol import (
+    BINARY_HEADER,
+    InferRequest,
+    decode_binary_body,
+    encode_answer,
+    parse_json,
+)
 from income_bundle.seldon.request_id import REQUEST_ID_HEADER, check_request_id
-from income_bundle.seldon.tensors import Tensor, TensorError, from_json, to_json
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -46,7 +49,6 @@ __all__ = [
     "RestServer",
     "bind_socket",
     "check_port_free",
-    "parse_rest_request",
 ]
 
 log = logging.getLogger(__name__)
@@ -56,7 +58,8 @@ MAX_BODY_BYTES = 64 * 1024 * 1024
 # Envoy's default limit on a request's headers (max_request_headers_kb: 60), which seldon-mesh
 # keeps (scheduler/pkg/envoy/xdscache/resource.go, v2.10.2, sets no other): Envoy answers 431.
 MAX_HEADER_BYTES = 60 * 1024
-_JSON = (b"content-type", b"application/json")
+_REQUEST_ID = REQUEST_ID_HEADER.encode()
+_BINARY_HEADER = BINARY_HEADER.encode()
 
 
 class ListenError(BundleError):
@@ -123,88 +126,6 @@ def error_response(status: int, message: str) -> Response:
     return Response(orjson.dumps({"error": message}), status)
 
 
-def parse_json(raw: bytes) -> Any:
-    """The JSON document in `raw`; GatewayError(400) when it is not JSON or an object repeats a
-    key. Parsers disagree on which of two equal keys wins (first or last), so a repeated key
-    could let the gateway check one value while a model reads the other."""
-    try:
-        document = orjson.loads(raw)
-    except orjson.JSONDecodeError as e:
-        raise GatewayError(400, f"the request body is not JSON: {e}") from e
-    # Every key ends with `"`, optional space, `:`; so when that pattern occurs no more often than
-    # the parsed objects hold keys, no key was repeated (the usual case, in one regex scan).
-    if len(_KEY_END.findall(raw)) > _count_keys(document):
-        try:
-            json.loads(raw, object_pairs_hook=_refuse_repeated_keys)
-        except RecursionError:
-            raise GatewayError(400, "the request body nests too deeply") from None
-    return document
-
-
-_KEY_END = re.compile(rb'"[ \t\r\n]*:')
-
-
-def _count_keys(document: Any) -> int:
-    """Keys of the objects in `document`, not looking into lists that start with a scalar (tensor
-    data). Counting too few only sends a body to the slow exact check, never lets a repeat by."""
-    count, pending = 0, [document]
-    while pending:
-        value = pending.pop()
-        if type(value) is dict:
-            count += len(value)
-            pending.extend(value.values())
-        elif type(value) is list and value and type(value[0]) in _CONTAINERS:
-            pending.extend(value)
-    return count
-
-
-_CONTAINERS = (dict, list)
-
-
-def _refuse_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in found:
-            raise GatewayError(
-                400, f"the request body repeats the key {key!r} in one object; send each once"
-            )
-        found[key] = value
-    return found
-
-
-def parse_rest_request(
-    raw: bytes, parsed: Any = None
-) -> tuple[list[Tensor], dict[str, Any], str | None]:
-    """Tensors, extra fields to forward (parameters, outputs) and the request id. `parsed`: the
-    body already parsed from `raw`, if it was."""
-    try:
-        body = orjson.loads(raw) if parsed is None else parsed
-    except orjson.JSONDecodeError as e:
-        raise GatewayError(400, f"the request body is not JSON: {e}") from e
-    if not isinstance(body, dict):
-        raise GatewayError(400, "the request body must be a JSON object with an 'inputs' list")
-    inputs = body.get("inputs")
-    if not isinstance(inputs, list) or not inputs:
-        raise GatewayError(400, "the request needs a non-empty 'inputs' list of tensors")
-    try:
-        tensors = [from_json(item, f"inputs[{i}]") for i, item in enumerate(inputs)]
-    except TensorError as e:
-        raise GatewayError(400, str(e)) from e
-    extra = {}
-    if "parameters" in body:
-        if not isinstance(body["parameters"], dict):
-            raise GatewayError(400, "'parameters' must be an object")
-        extra["parameters"] = body["parameters"]
-    if "outputs" in body:
-        outputs = body["outputs"]
-        if not isinstance(outputs, list) or not all(
-            isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
-        ):
-            raise GatewayError(400, "'outputs' must be a list of objects with a 'name'")
-        extra["outputs"] = [{"name": o["name"]} for o in outputs]
-    return tensors, extra, check_request_id(body.get("id"), "the request's 'id'")
-
-
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -217,6 +138,8 @@ class RestFront:
         table: list[tuple[str, str, tuple[str, ...], Handler]] = [
             ("POST", f"/v2/models/{segment}/infer", ("name",), self.infer),
             ("POST", f"/v2/models/{segment}/versions/{segment}/infer", ("name", "v"), self.infer),
+            ("POST", f"/v2/pipelines/{segment}/infer", ("name",), self.pipeline_infer),
+            ("GET", f"/v2/pipelines/{segment}/ready", ("name",), self.pipeline_ready),
             ("POST", f"/v2/pipelines/{segment}/feedback", ("name",), self.feedback),
             ("GET", "/v2/health/live", (), self.live),
             ("GET", "/v2/health/ready", (), self.ready),
@@ -285,39 +208,38 @@ class RestFront:
     # -- the Open Inference Protocol -------------------------------------------------------
 
     async def infer(self, request: Request) -> Response:
-        gateway = self.gateway
-        request_id = check_request_id(
+        return await self._infer(request, request.headers.get(SELDON_MODEL_HEADER))
+
+    async def pipeline_infer(self, request: Request) -> Response:
+        """Seldon's pipeline gateway path (an explainer with `pipelineRef` calls it): the
+        seldon-model header still wins, as there; without one, the path names the pipeline."""
+        name = request.params["name"].removesuffix(PIPELINE_SUFFIX)
+        target = request.headers.get(SELDON_MODEL_HEADER) or f"{name}{PIPELINE_SUFFIX}"
+        return await self._infer(request, target)
+
+    async def _infer(self, request: Request, target: str | None) -> Response:
+        header_id = check_request_id(
             request.headers.get(REQUEST_ID_HEADER), f"the '{REQUEST_ID_HEADER}' header"
         )
         raw = await request.body()
-        header = request.headers.get(SELDON_MODEL_HEADER)
-        body = parse_json(raw)
-        passed = None
-        if type(body) is dict:
-            passed = await gateway.infer_model_json(header, body, raw)
-        if passed is None:
-            tensors, extra, body_id = parse_rest_request(raw, body)
-            request_id = body_id or request_id
-            passed = await gateway.infer_model_bytes(header, tensors, raw)
-        if passed is not None:
-            answer = passed[1]
-            answer_id = orjson.loads(answer).get("id") or request_id or str(uuid.uuid4())
-            return Response(answer, headers=[(REQUEST_ID_HEADER.encode(), answer_id.encode())])
-        request_id = request_id or str(uuid.uuid4())
-        name, outputs = await gateway.infer(header, tensors, extra, request_id=request_id)
-        answer = {
-            "model_name": name,
-            "id": request_id,
-            "parameters": {},
-            "outputs": [to_json(t) for t in outputs],
-        }
-        return json_response(answer, request_id=request_id)
+        binary_length = request.headers.get(BINARY_HEADER)
+        if binary_length is None:
+            call = InferRequest(target, "rest", header_id, body=parse_json(raw), raw=raw)
+        else:  # MLServer cannot take these: decoded here, forwarded as JSON
+            body, inputs = decode_binary_body(raw, binary_length)
+            call = InferRequest(target, "rest", header_id, body=body, inputs=inputs)
+        result = await self.gateway.infer(call)
+        headers = [(_REQUEST_ID, result.header_id.encode())] if result.header_id else []
+        if result.raw is not None and not call.wants_binary():
+            return Response(result.raw, headers=headers)  # MLServer's answer as it came
+        answer, json_length = encode_answer(result, call)
+        if json_length is None:
+            return Response(answer, headers=headers)
+        headers.append((_BINARY_HEADER, b"%d" % json_length))
+        return Response(answer, content_type=b"application/octet-stream", headers=headers)
 
     async def feedback(self, request: Request) -> Response:
-        try:
-            body = orjson.loads(await request.body())
-        except orjson.JSONDecodeError as e:
-            raise GatewayError(400, f"feedback: the body is not JSON: {e}") from e
+        body = parse_json(await request.body())
         return json_response(self.gateway.feedback(request.params["name"], body))
 
     async def live(self, request: Request) -> Response:
@@ -338,24 +260,15 @@ class RestFront:
         return json_response({"name": header, "ready": ok}, status=200 if ok else 503)
 
     async def model_metadata(self, request: Request) -> Response:
-        gateway = self.gateway
-        kind, name = gateway.resolve(
-            request.headers.get(SELDON_MODEL_HEADER) or request.params["name"]
-        )
-        if kind == "pipeline":
-            pipeline = gateway.bundle.pipelines[name]
-            return json_response(
-                {
-                    "name": f"{name}{PIPELINE_SUFFIX}",
-                    "platform": "seldon-pipeline",
-                    "steps": [s.name for s in pipeline.steps],
-                    "outputs": pipeline.output,
-                }
-            )
-        status, body = await gateway.forwarder.metadata(name)
-        if status != 200:
-            raise GatewayError(503, f"model {name}: MLServer has no metadata ({status})")
-        return json_response(body)
+        target = request.headers.get(SELDON_MODEL_HEADER) or request.params["name"]
+        return json_response(await self.gateway.metadata(target))
+
+    async def pipeline_ready(self, request: Request) -> Response:
+        """As Seldon's pipeline gateway: 200 ready, 404 unknown, 424 (Failed Dependency) not
+        ready; with a JSON body here."""
+        name = request.params["name"].removesuffix(PIPELINE_SUFFIX)
+        ok = await self.gateway.ready(f"{name}{PIPELINE_SUFFIX}")
+        return json_response({"name": name, "ready": ok}, status=200 if ok else 424)
 
     # -- beyond the protocol ---------------------------------------------------------------
 

@@ -12,11 +12,15 @@ from typing import Any
 
 import numpy as np
 
+from income_bundle.errors import GatewayError
+
 __all__ = [
     "DATATYPES",
     "Tensor",
     "TensorError",
     "concat_rows",
+    "decode_raw",
+    "encode_raw",
     "flatten",
     "from_grpc_request",
     "from_json",
@@ -52,8 +56,11 @@ _INT_LIMITS = {
 }
 
 
-class TensorError(ValueError):
-    """A tensor that cannot be decoded; the message says which and why."""
+class TensorError(GatewayError):
+    """A tensor that cannot be decoded (a 400); the message says which and why."""
+
+    def __init__(self, message: str):
+        super().__init__(400, message)
 
 
 @dataclass
@@ -169,7 +176,7 @@ def concat_rows(tensors: list[Tensor]) -> Tensor:
     return Tensor(first.name, first.datatype, shape, data, dict(first.parameters))
 
 
-def _decode_raw(raw: bytes, datatype: str, where: str) -> list[Any]:
+def decode_raw(raw: bytes, datatype: str, where: str) -> list[Any]:
     dtype = DATATYPES[datatype][0]
     if dtype is None:  # BYTES: 4-byte little-endian length, then the bytes, repeated
         values, offset = [], 0
@@ -178,6 +185,11 @@ def _decode_raw(raw: bytes, datatype: str, where: str) -> list[Any]:
                 raise TensorError(f"{where}: truncated BYTES element in raw contents")
             (length,) = struct.unpack_from("<I", raw, offset)
             offset += 4
+            if offset + length > len(raw):
+                raise TensorError(
+                    f"{where}: a BYTES element says it has {length} bytes, but only "
+                    f"{len(raw) - offset} are left"
+                )
             values.append(raw[offset : offset + length].decode("utf-8", "replace"))
             offset += length
         return values
@@ -202,7 +214,7 @@ def from_grpc_request(request: Any) -> tuple[list[Tensor], dict[str, Any]]:
         if item.datatype not in DATATYPES:
             raise TensorError(f"{where}: datatype {item.datatype!r} is not a V2 datatype")
         if raw_contents:
-            data = _decode_raw(raw_contents[index], item.datatype, where)
+            data = decode_raw(raw_contents[index], item.datatype, where)
         else:
             values = getattr(item.contents, DATATYPES[item.datatype][1])
             data = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in values]
@@ -220,7 +232,7 @@ def _parameters(parameters: Any) -> dict[str, Any]:
     return result
 
 
-def _encode_raw(tensor: Tensor) -> bytes:
+def encode_raw(tensor: Tensor) -> bytes:
     dtype = DATATYPES[tensor.datatype][0]
     if dtype is None:
         chunks = []
@@ -242,7 +254,7 @@ def to_grpc_response(
             name=tensor.name, datatype=tensor.datatype, shape=tensor.shape
         )
         if raw:
-            response.raw_output_contents.append(_encode_raw(tensor))
+            response.raw_output_contents.append(encode_raw(tensor))
             continue
         field_name = DATATYPES.get(tensor.datatype, (None, "bytes_contents"))[1]
         values = tensor.data

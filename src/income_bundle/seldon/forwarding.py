@@ -1,0 +1,123 @@
+"""Forwarding to MLServer: the gateway's calls to models over REST, and MLServer's errors in
+the protocol's shape."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import orjson
+
+from income_bundle.errors import GatewayError
+from income_bundle.seldon.tensors import Tensor, from_json, to_json
+from income_bundle.seldon.upstream import UpstreamClient, UpstreamError, UpstreamResponse
+
+__all__ = ["MLServerForwarder", "translate_error"]
+
+log = logging.getLogger(__name__)
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+class MLServerForwarder:
+    """Calls models on MLServer over REST; translates its errors to the protocol's shape."""
+
+    def __init__(self, base_url: str, timeout_s: float = 30.0):
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self._client: UpstreamClient | None = None
+
+    async def start(self) -> None:
+        self._client = UpstreamClient(self.base_url, limit=64)
+
+    async def close(self) -> None:
+        if self._client:
+            await self._client.close()
+
+    async def infer(
+        self, model: str, tensors: list[Tensor], extra: dict | None = None
+    ) -> list[Tensor]:
+        """Call a model with these tensors (and parameters/outputs); return its outputs."""
+        body = orjson.dumps({"inputs": [to_json(t) for t in tensors], **(extra or {})})
+        payload = orjson.loads(await self.infer_bytes(model, body))
+        return [
+            from_json(o, f"model {model} output {i}")
+            for i, o in enumerate(payload.get("outputs", []))
+        ]
+
+    async def infer_bytes(self, model: str, body: bytes) -> bytes:
+        """POST a JSON request to the model and return MLServer's answer as it came; errors
+        become GatewayErrors in the protocol's shape."""
+        try:
+            response = await self._request("POST", f"/v2/models/{model}/infer", body)
+        except TimeoutError:
+            raise GatewayError(
+                504, f"model {model} did not answer within {self.timeout_s:g} s"
+            ) from None
+        except UpstreamError as e:
+            log.warning("model %s: MLServer at %s: %s", model, self.base_url, e)
+            raise GatewayError(
+                503, f"model {model} is unavailable: MLServer at {self.base_url} is not reachable"
+            ) from e
+        if response.status != 200:
+            raise GatewayError(*translate_error(model, response.status, response.body))
+        return response.body
+
+    async def _request(self, method: str, path: str, body: bytes = b"") -> UpstreamResponse:
+        assert self._client is not None, "start() the forwarder first"
+        async with asyncio.timeout(self.timeout_s):
+            return await self._client.request(method, path, body, JSON_HEADERS if body else None)
+
+    async def ready(self, model: str | None = None) -> bool:
+        path = f"/v2/models/{model}/ready" if model else "/v2/health/ready"
+        try:
+            return (await self._request("GET", path)).status == 200
+        except (UpstreamError, TimeoutError):
+            return False
+
+    async def metadata(self, model: str) -> tuple[int, Any]:
+        try:
+            response = await self._request("GET", f"/v2/models/{model}")
+            return response.status, orjson.loads(response.body)
+        except (UpstreamError, TimeoutError, orjson.JSONDecodeError) as e:
+            log.warning("model %s: metadata from MLServer at %s: %r", model, self.base_url, e)
+            raise GatewayError(
+                503, f"model {model} is unavailable: no metadata from MLServer at {self.base_url}"
+            ) from e
+
+
+def translate_error(model: str, status: int, raw: bytes) -> tuple[int, str]:
+    """MLServer answers {"error": ...}, FastAPI's 422 {"detail": ...}, or plain-text 500s. A 5xx
+    carries the model's or MLServer's internals (exception text): logged, not passed on."""
+    if status >= 500:
+        log.warning("model %s: MLServer answered %d: %s", model, status, raw[:2000])
+        return (
+            status,
+            f"model {model} failed on MLServer (HTTP {status}); the gateway log has its answer",
+        )
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        message = body["error"]
+        # "mlserver.errors.InferenceError: model income: ..." -> "model income: ..."
+        if ": " in message and message.split(": ", 1)[0].count(".") >= 1:
+            message = message.split(": ", 1)[1]
+        if f"model {model}" not in message:
+            message = f"model {model}: {message}"
+        return 400, message
+    if isinstance(body, dict) and "detail" in body:
+        details = body["detail"]
+        if isinstance(details, list):
+            text = "; ".join(
+                f"{'.'.join(str(p) for p in d.get('loc', []))}: {d.get('msg')}" for d in details
+            )
+        else:
+            text = str(details)
+        return 400, f"model {model} rejected the request: {text}"
+    if status == 404:
+        return 503, f"model {model} is not loaded on MLServer"
+    text = raw.decode("utf-8", "replace").strip()[:500] or f"HTTP {status}"
+    return 400, f"model {model} failed: {text}"

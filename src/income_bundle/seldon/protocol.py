@@ -1,0 +1,306 @@
+"""One inference request and its result as both fronts hand them to the gateway, and the REST
+forms of the Open Inference Protocol: the JSON body and the binary tensor extension.
+
+The binary extension (Triton's, which tritonclient, the KServe SDK and `mlserver infer -b` use by
+default): the `Inference-Header-Content-Length` header gives the length of the JSON part at the
+start of the body; the rest is the raw data of every input whose `parameters.binary_data_size`
+says how many bytes it takes, in order. An answer carries outputs the same way when the request
+asks (`parameters.binary_data_output`, or an output's own `parameters.binary_data`). MLServer
+1.7.1 answers such requests with 500, so the gateway decodes them and forwards JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from income_bundle.errors import GatewayError
+from income_bundle.seldon.request_id import check_request_id
+from income_bundle.seldon.tensors import (
+    DATATYPES,
+    Tensor,
+    decode_raw,
+    encode_raw,
+    from_json,
+)
+
+__all__ = [
+    "BINARY_HEADER",
+    "InferRequest",
+    "InferResult",
+    "decode_binary_body",
+    "encode_answer",
+    "parse_json",
+]
+
+BINARY_HEADER = "inference-header-content-length"
+BINARY_SIZE = "binary_data_size"
+BINARY_OUTPUT = "binary_data_output"
+_BYTE_COUNT = re.compile(r"[0-9]{1,15}")
+
+
+@dataclass
+class InferRequest:
+    """One inference request, whichever front it came through.
+
+    REST gives the parsed JSON `body` (and the `raw` bytes when MLServer may take them unchanged);
+    gRPC and binary REST give decoded `inputs`. `decode()` fills `inputs`, `parameters`,
+    `outputs` and `id` from the body when the gateway needs them (the fast path does not)."""
+
+    target: str | None  # the seldon-model header (gRPC metadata)
+    protocol: str  # "rest" or "grpc", for the metrics
+    header_id: str | None = None  # x-request-id, already checked
+    body: dict[str, Any] | None = None
+    raw: bytes | None = None
+    inputs: list[Tensor] | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    outputs: list[dict[str, Any]] = field(default_factory=list)  # requested: name, parameters
+    id: str | None = None
+    _decoded: bool = False
+
+    def decode(self) -> list[Tensor]:
+        """The input tensors; GatewayError(400) naming what is wrong with the body."""
+        if self._decoded:
+            assert self.inputs is not None
+            return self.inputs
+        if self.body is not None:
+            self._decode_body(self.body)
+        if not self.inputs:
+            raise GatewayError(400, "the request needs a non-empty 'inputs' list of tensors")
+        self._decoded = True
+        return self.inputs
+
+    def _decode_body(self, body: Any) -> None:
+        if not isinstance(body, dict):
+            raise GatewayError(400, "the request body must be a JSON object with an 'inputs' list")
+        inputs = body.get("inputs")
+        if not isinstance(inputs, list) or not inputs:
+            raise GatewayError(400, "the request needs a non-empty 'inputs' list of tensors")
+        if self.inputs is None:
+            self.inputs = [from_json(item, f"inputs[{i}]") for i, item in enumerate(inputs)]
+        if "parameters" in body:
+            if not isinstance(body["parameters"], dict):
+                raise GatewayError(400, "'parameters' must be an object")
+            self.parameters = body["parameters"]
+        if "outputs" in body:
+            outputs = body["outputs"]
+            if not isinstance(outputs, list) or not all(
+                isinstance(o, dict)
+                and isinstance(o.get("name"), str)
+                and isinstance(o.get("parameters", {}), dict)
+                for o in outputs
+            ):
+                raise GatewayError(
+                    400, "'outputs' must be a list of objects with a 'name' (and 'parameters')"
+                )
+            self.outputs = outputs
+        self.id = check_request_id(body.get("id"), "the request's 'id'")
+
+    def body_id(self) -> str | None:
+        """The request's own id: decoded and checked, or (on the fast path, which checked it)
+        straight from the body."""
+        if self._decoded or self.body is None:
+            return self.id
+        found = self.body.get("id")
+        return found if isinstance(found, str) and found else None
+
+    def forwarded_extra(self) -> dict[str, Any]:
+        """What MLServer gets beside the inputs: parameters without the binary extension's,
+        the requested output names, the id."""
+        extra: dict[str, Any] = {}
+        parameters = {k: v for k, v in self.parameters.items() if k != BINARY_OUTPUT}
+        if parameters:
+            extra["parameters"] = parameters
+        if self.outputs:
+            extra["outputs"] = [{"name": o["name"]} for o in self.outputs]
+        if self.id:
+            extra["id"] = self.id
+        return extra
+
+    def wants_binary(self) -> bool:
+        """Whether any output is to be answered in the binary extension's form."""
+        body = self.body or {}
+        parameters = body.get("parameters")
+        if isinstance(parameters, dict) and parameters.get(BINARY_OUTPUT) is True:
+            return True
+        outputs = body.get("outputs")
+        return isinstance(outputs, list) and any(
+            isinstance(o, dict)
+            and isinstance(o.get("parameters"), dict)
+            and o["parameters"].get("binary_data") is True
+            for o in outputs
+        )
+
+    def binary_for(self, output: str) -> bool:
+        """An output's own `binary_data` wins over the request's `binary_data_output`."""
+        for item in self.outputs:
+            if item["name"] == output and "binary_data" in item.get("parameters", {}):
+                return item["parameters"]["binary_data"] is True
+        return self.parameters.get(BINARY_OUTPUT) is True
+
+
+@dataclass
+class InferResult:
+    """What the gateway answers: MLServer's answer as it came (`raw`, a model request passed
+    through) or the output tensors, the response id, and the x-request-id to send back."""
+
+    kind: str  # "model" or "pipeline"
+    name: str
+    id: str | None
+    header_id: str | None
+    outputs: list[Tensor] | None = None
+    raw: bytes | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        if self.raw is not None:
+            return orjson.loads(self.raw)
+        return {
+            "model_name": self.name,
+            "id": self.id,
+            "parameters": {},
+            "outputs": [_tensor_json(t) for t in self.outputs or []],
+        }
+
+
+def _tensor_json(tensor: Tensor) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "name": tensor.name,
+        "datatype": tensor.datatype,
+        "shape": tensor.shape,
+        "data": tensor.data,
+    }
+    if tensor.parameters:
+        item["parameters"] = tensor.parameters
+    return item
+
+
+def parse_json(raw: bytes) -> Any:
+    """The JSON document in `raw`; GatewayError(400) when it is not JSON or an object repeats a
+    key. Parsers disagree on which of two equal keys wins (first or last), so a repeated key
+    could let the gateway check one value while a model reads the other."""
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise GatewayError(400, f"the request body is not JSON: {e}") from e
+    # Every key ends with `"`, optional space, `:`; so when that pattern occurs no more often than
+    # the parsed objects hold keys, no key was repeated (the usual case, in one regex scan).
+    if len(_KEY_END.findall(raw)) > _count_keys(document):
+        try:
+            json.loads(raw, object_pairs_hook=_refuse_repeated_keys)
+        except RecursionError:
+            raise GatewayError(400, "the request body nests too deeply") from None
+    return document
+
+
+_KEY_END = re.compile(rb'"[ \t\r\n]*:')
+
+
+def _count_keys(document: Any) -> int:
+    """Keys of the objects in `document`, not looking into lists that start with a scalar (tensor
+    data). Counting too few only sends a body to the slow exact check, never lets a repeat by."""
+    count, pending = 0, [document]
+    while pending:
+        value = pending.pop()
+        if type(value) is dict:
+            count += len(value)
+            pending.extend(value.values())
+        elif type(value) is list and value and type(value[0]) in _CONTAINERS:
+            pending.extend(value)
+    return count
+
+
+_CONTAINERS = (dict, list)
+
+
+def _refuse_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise GatewayError(
+                400, f"the request body repeats the key {key!r} in one object; send each once"
+            )
+        found[key] = value
+    return found
+
+
+def decode_binary_body(raw: bytes, header_length: str) -> tuple[dict[str, Any], list[Tensor]]:
+    """The JSON part of a binary-extension body, parsed, and every input decoded (from the
+    binary part where `binary_data_size` says so). GatewayError(400) when the lengths lie."""
+    if _BYTE_COUNT.fullmatch(header_length) is None:
+        raise GatewayError(
+            400,
+            f"the 'Inference-Header-Content-Length' header is {header_length[:40]!r}; "
+            "expected the JSON part's length in bytes",
+        )
+    length = int(header_length)
+    if length > len(raw):
+        raise GatewayError(
+            400,
+            f"the 'Inference-Header-Content-Length' header says the JSON part is {length} bytes, "
+            f"but the whole body is {len(raw)}",
+        )
+    body = parse_json(raw[:length])
+    if not isinstance(body, dict) or not isinstance(body.get("inputs"), list):
+        raise GatewayError(400, "the request's JSON part must be an object with an 'inputs' list")
+    binary = memoryview(raw)[length:]
+    offset = 0
+    tensors = []
+    for index, item in enumerate(body["inputs"]):
+        where = f"inputs[{index}]"
+        parameters = item.get("parameters") if isinstance(item, dict) else None
+        if not isinstance(parameters, dict) or BINARY_SIZE not in parameters:
+            tensors.append(from_json(item, where))
+            continue
+        size = parameters[BINARY_SIZE]
+        name = item.get("name")
+        where = f"{where} ({name!r})"
+        if type(size) is not int or size < 0:
+            raise GatewayError(
+                400, f"{where}: binary_data_size is {size!r}; expected a number of bytes"
+            )
+        if "data" in item:
+            raise GatewayError(400, f"{where} has both 'data' and binary_data_size; send one")
+        if offset + size > len(binary):
+            raise GatewayError(
+                400,
+                f"{where}: binary_data_size says {size} bytes, but only {len(binary) - offset} "
+                "bytes of binary data are left",
+            )
+        datatype = item.get("datatype")
+        if datatype not in DATATYPES:
+            raise GatewayError(
+                400, f"{where}: datatype {datatype!r} is not a V2 datatype ({', '.join(DATATYPES)})"
+            )
+        data = decode_raw(bytes(binary[offset : offset + size]), datatype, where)
+        offset += size
+        rest = {k: v for k, v in parameters.items() if k != BINARY_SIZE}
+        tensors.append(from_json({**item, "data": data, "parameters": rest}, where))
+    if offset != len(binary):
+        raise GatewayError(
+            400,
+            f"the body has {len(binary) - offset} bytes of binary data that no input's "
+            f"binary_data_size accounts for (they add up to {offset} of {len(binary)})",
+        )
+    return body, tensors
+
+
+def encode_answer(result: InferResult, request: InferRequest) -> tuple[bytes, int | None]:
+    """The REST answer's body, and the JSON part's length when outputs go in binary form."""
+    if not request.wants_binary():
+        return orjson.dumps(result.as_json()), None
+    answer = result.as_json()
+    chunks = []
+    outputs = []
+    for index, output in enumerate(answer.get("outputs") or []):
+        if isinstance(output, dict) and request.binary_for(output.get("name")):
+            data = encode_raw(from_json(output, f"{result.name} output {index}"))
+            parameters = {**(output.get("parameters") or {}), BINARY_SIZE: len(data)}
+            output = {k: v for k, v in output.items() if k != "data"} | {"parameters": parameters}
+            chunks.append(data)
+        outputs.append(output)
+    header = orjson.dumps({**answer, "outputs": outputs})
+    return header + b"".join(chunks), len(header)
