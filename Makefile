@@ -56,6 +56,13 @@ monitor: deps ## Prometheus (9090) and Alertmanager (9093) on loopback watching 
 test: deps ## Run the test suite (trains artifacts once if needed)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The modules holding the `fast` tests: collecting the whole suite alone takes most of a minute.
+FAST_TESTS = tests/test_gateway_units.py tests/test_engine.py
+
+.PHONY: test-fast
+test-fast: deps ## The fast lane: the gateway's fronts, routing and engine in process against stub forwarders (under a minute, no training, no servers)
+	$(BIN)/python -m pytest -m fast -q $(FAST_TESTS) $(PYTEST_ARGS)
+
 .PHONY: lint
 lint: deps ## ruff over the Python code, ansible-lint (production profile) over ansible/
 	$(BIN)/ruff check src scripts tests

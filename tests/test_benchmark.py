@@ -9,6 +9,8 @@ import pytest
 
 from income_bundle.seldon import benchmark
 
+pytestmark = pytest.mark.benchmark
+
 
 @pytest.fixture
 def short_windows(monkeypatch):

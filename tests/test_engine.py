@@ -7,13 +7,15 @@ against real MLServer in test_gateway.py.
 from __future__ import annotations
 
 import asyncio
-import time
+from collections import defaultdict
 
 import pytest
 
 from income_bundle.seldon.bundle import Pipeline, Step
 from income_bundle.seldon.engine import GatewayError, PipelineEngine
 from income_bundle.seldon.tensors import Tensor
+
+pytestmark = pytest.mark.fast
 
 
 def rows(n: int, name: str = "x", width: int = 2) -> Tensor:
@@ -23,14 +25,20 @@ def rows(n: int, name: str = "x", width: int = 2) -> Tensor:
 class Models:
     """Test doubles: each model echoes its inputs as `<model>_out` and records every call."""
 
-    def __init__(self, delays: dict[str, float] | None = None, failing: set[str] | None = None):
+    def __init__(
+        self, failing: set[str] | None = None, gates: dict[str, asyncio.Event] | None = None
+    ):
         self.calls: list[tuple[str, list[Tensor]]] = []
-        self.delays = delays or {}
         self.failing = failing or set()
+        # A gated model answers only once its event is set; `entered[model]` is set when called.
+        self.gates = gates or {}
+        self.entered: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
 
     async def __call__(self, model: str, tensors: list[Tensor]) -> list[Tensor]:
         self.calls.append((model, tensors))
-        await asyncio.sleep(self.delays.get(model, 0))
+        self.entered[model].set()
+        if model in self.gates:
+            await self.gates[model].wait()
         if model in self.failing:
             raise GatewayError(400, f"model {model}: broken on purpose")
         return [t.renamed(f"{model}_out") if i == 0 else t for i, t in enumerate(tensors)]
@@ -158,63 +166,104 @@ def test_join_types_when_one_input_is_absent(join, fires, inputs):
         assert [t.name for t in models.called("c")[0]] == inputs
 
 
+async def _open_when_called(models: Models, called: str, gate: str) -> None:
+    await models.entered[called].wait()
+    models.gates[gate].set()
+
+
 def test_inner_join_waits_for_every_input():
-    models = Models(delays={"slow": 0.2})
+    models = Models(gates={"slow": asyncio.Event()})  # answers once "fast" was called
     steps = [Step("fast"), Step("slow"), Step("c", inputs=["fast.outputs", "slow.outputs"])]
     p = pipeline("p", steps, ["c.outputs"])
-    run(_with_engine(p, models, lambda e: e.infer([rows(1)])))
+
+    async def body(engine):
+        opener = asyncio.create_task(_open_when_called(models, "fast", "slow"))
+        await asyncio.wait_for(engine.infer([rows(1)]), 30)
+        await opener
+
+    run(_with_engine(p, models, body))
     assert [t.name for t in models.called("c")[0]] == ["fast_out", "slow_out"]
 
 
 def test_any_join_takes_the_first_input_produced():
-    models = Models(delays={"slow": 0.3})
+    models = Models(gates={"slow": asyncio.Event()})  # answers only once "c" was called
     steps = [
         Step("fast"),
         Step("slow"),
         Step("c", inputs=["slow.outputs", "fast.outputs"], inputs_join="any"),
     ]
     p = pipeline("p", steps, ["c.outputs"])
-    run(_with_engine(p, models, lambda e: e.infer([rows(1)])))
+
+    async def body(engine):
+        opener = asyncio.create_task(_open_when_called(models, "c", "slow"))
+        await asyncio.wait_for(engine.infer([rows(1)]), 30)
+        await opener
+
+    run(_with_engine(p, models, body))
     assert [t.name for t in models.called("c")[0]] == ["fast_out"]
 
 
 def test_independent_steps_run_concurrently():
-    models = Models(delays={"a": 0.3, "b": 0.3})
+    # Each step answers only once the other has been called: run one after the other, they
+    # would wait for ever (the bound only turns that into a failure).
+    gates = {"a": asyncio.Event(), "b": asyncio.Event()}
+    models = Models(gates=gates)
     p = pipeline("p", [Step("a"), Step("b")], ["a.outputs", "b.outputs"])
-    started = time.perf_counter()
-    run(_with_engine(p, models, lambda e: e.infer([rows(1)])))
-    assert time.perf_counter() - started < 0.5
+
+    async def body(engine):
+        async def open_when_both_called():
+            await models.entered["a"].wait()
+            await models.entered["b"].wait()
+            gates["a"].set()
+            gates["b"].set()
+
+        opener = asyncio.create_task(open_when_both_called())
+        outputs = await asyncio.wait_for(engine.infer([rows(1)]), 30)
+        await opener
+        return outputs
+
+    outputs = run(_with_engine(p, models, body))
+    assert [t.name for t in outputs] == ["a_out", "b_out"]
 
 
 def test_steps_outside_the_output_do_not_delay_the_response():
-    models = Models(delays={"detector": 0.5})
+    # The detector answers only after the response: were the response waiting for it, the
+    # request would never finish (the bound turns that into a failure).
+    gates = {"detector": asyncio.Event()}
+    models = Models(gates=gates)
     p = pipeline("p", [Step("clf"), Step("detector")], ["clf.outputs"])
 
     async def body(engine):
-        started = time.perf_counter()
-        await engine.infer([rows(1)])
-        answered = time.perf_counter() - started
-        assert await engine.wait_idle(5)
-        return answered, engine
+        outputs = await asyncio.wait_for(engine.infer([rows(1)]), 30)
+        assert "detector" not in engine.latest
+        gates["detector"].set()
+        assert await engine.wait_idle(30)
+        return outputs, engine
 
-    answered, engine = run(_with_engine(p, models, body))
-    assert answered < 0.25
+    outputs, engine = run(_with_engine(p, models, body))
+    assert [t.name for t in outputs] == ["clf_out"]
     assert engine.latest["detector"].outputs[0].name == "detector_out"
 
 
 def test_full_async_queue_drops_and_counts():
-    models = Models(delays={"detector": 0.2})
+    # The detector holds its first run until all five requests were answered: one run in
+    # hand, one queued (size 1), three dropped.
+    gates = {"detector": asyncio.Event()}
+    models = Models(gates=gates)
     p = pipeline("p", [Step("clf"), Step("detector")], ["clf.outputs"])
 
     async def body(engine):
-        for _ in range(5):
+        await engine.infer([rows(1)])
+        await asyncio.wait_for(models.entered["detector"].wait(), 30)
+        for _ in range(4):
             await engine.infer([rows(1)])
-        await engine.wait_idle(5)
+        gates["detector"].set()
+        assert await engine.wait_idle(30)
         return engine
 
     engine = run(_with_engine(p, models, body, async_queue_size=1))
-    assert engine.counters["async_dropped"] >= 3
-    assert engine.counters["async_processed"] + engine.counters["async_dropped"] == 5
+    assert engine.counters["async_dropped"] == 3
+    assert engine.counters["async_processed"] == 2
 
 
 def test_failing_step_names_pipeline_step_and_cause():
@@ -227,12 +276,10 @@ def test_failing_step_names_pipeline_step_and_cause():
 
 
 def test_step_that_never_answers_times_out():
-    models = Models(delays={"a": 5})
+    models = Models(gates={"a": asyncio.Event()})  # never set: the step never answers
     p = pipeline("p", [Step("a")], ["a.outputs"])
-    started = time.perf_counter()
     with pytest.raises(GatewayError) as error:
         run(_with_engine(p, models, lambda e: e.infer([rows(1)]), step_timeout_s=0.2))
-    assert time.perf_counter() - started < 1
     assert error.value.status == 504 and "did not answer within 0.2 s" in error.value.message
 
 

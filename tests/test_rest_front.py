@@ -178,13 +178,11 @@ def test_taken_port_is_named_before_mlserver_starts(training_report, flag):
         port = taken.getsockname()[1]
         ports = {"--http-port": "0", "--grpc-port": "0", "--mlserver-metrics-port": "0"}
         ports[flag] = str(port)
-        started = time.perf_counter()
         process = _serve(*(item for pair in ports.items() for item in pair))
         output, _ = process.communicate(timeout=120)
     assert process.returncode == 1, output
-    assert time.perf_counter() - started < 30
     assert f"127.0.0.1:{port}" in output and flag in output and "another process" in output
-    assert "starting MLServer" not in output
+    assert "starting MLServer" not in output  # refused before, not after a minute of loading
 
 
 def _children(pid: int) -> list[int]:
@@ -196,13 +194,16 @@ def _children(pid: int) -> list[int]:
 
 def test_sigterm_while_mlserver_starts_leaves_nothing_running(training_report):
     process = _serve("--http-port", "0", "--grpc-port", "0", "--mlserver-metrics-port", "0")
-    deadline = time.monotonic() + 60
+    assert process.stdout is not None
+    for line in process.stdout:  # gated on serve's own word that MLServer is starting
+        if "starting MLServer" in line:
+            break
+    deadline = time.monotonic() + 120
     children: list[int] = []
     while time.monotonic() < deadline and not children:
         children = _children(process.pid)
         time.sleep(0.2)
     assert children, "MLServer was never started"
-    time.sleep(2)  # MLServer is loading the models
     process.send_signal(signal.SIGTERM)
     process.communicate(timeout=60)
     assert process.returncode != 0
