@@ -80,3 +80,27 @@ def test_monitor_without_the_debian_packages_names_them(tmp_path):
 def test_feedback_needs_an_id_and_labels_or_a_file():
     result = subprocess.run([CLI, "feedback", "--id", "x"], capture_output=True, text=True)
     assert result.returncode == 2 and "--truth" in result.stderr
+
+
+def test_serve_settings_come_from_flags_then_environment_then_defaults(monkeypatch, tmp_path):
+    from pydantic import ValidationError
+
+    from income_bundle.cli import build_parser
+    from income_bundle.seldon.local import ServeSettings
+
+    monkeypatch.setenv("INCOME_SERVE_GRPC_PORT", "9101")
+    monkeypatch.setenv("INCOME_SERVE_HTTP_PORT", "9100")
+    args = build_parser().parse_args(
+        ["serve", "--http-port", "9200", "--step-timeout-s", "2.5", "--no-state",
+         "--bundle-dir", str(tmp_path)]
+    )  # fmt: skip
+    settings = ServeSettings(_cli_settings_source=args.settings_source(parsed_args=args))
+    assert settings.http_port == 9200  # the flag wins over INCOME_SERVE_HTTP_PORT
+    assert settings.grpc_port == 9101  # the environment over the default
+    assert settings.step_timeout_s == 2.5 and settings.bundle_dir == tmp_path
+    assert settings.state_dir is None  # --no-state
+    assert settings.host == "127.0.0.1" and settings.async_queue_size == 1000
+    with pytest.raises(ValidationError, match="http_port"):
+        ServeSettings(http_port=70000)
+    with pytest.raises(ValidationError, match="step_timout_s"):
+        ServeSettings(step_timout_s=1)  # a typo fails loudly

@@ -84,26 +84,14 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from income_bundle.seldon.local import ServeConfig, serve
+    from income_bundle.seldon.local import ServeSettings, serve
 
-    if args.local_root.resolve() == project_root().resolve():
+    settings = ServeSettings(_cli_settings_source=args.settings_source(parsed_args=args))
+    if settings.local_root.resolve() == project_root().resolve():
         from income_bundle.training import train
 
         train()
-    serve(
-        ServeConfig(
-            bundle_dir=args.bundle,
-            local_root=args.local_root,
-            host=args.host,
-            http_port=args.http_port,
-            grpc_port=args.grpc_port,
-            step_timeout_s=args.step_timeout,
-            async_queue_size=args.async_queue_size,
-            parallel_workers=args.parallel_workers,
-            mlserver_metrics_port=args.mlserver_metrics_port,
-            state_dir=None if args.no_state else args.state_dir,
-        )
-    )
+    serve(settings)
     return 0
 
 
@@ -353,50 +341,12 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="serve the bundle's models on MLServer behind a seldon-mesh compatible gateway",
     )
-    serve.add_argument("--bundle", type=Path, default=project_root() / "seldon-examples")
-    serve.add_argument(
-        "--local-root", type=Path, default=project_root(), help="what /mnt/income-bundle maps to"
-    )
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    serve.add_argument(
-        "--http-port", type=int, default=9000, help="REST port (default: %(default)s)"
-    )
-    serve.add_argument(
-        "--grpc-port", type=int, default=9001, help="gRPC port (default: %(default)s)"
-    )
-    serve.add_argument(
-        "--step-timeout",
-        type=float,
-        default=30.0,
-        help="seconds a model may take (default: %(default)s)",
-    )
-    serve.add_argument(
-        "--async-queue-size",
-        type=int,
-        default=1000,
-        help="requests held for asynchronous steps per pipeline before dropping (default: %(default)s)",
-    )
-    serve.add_argument(
-        "--parallel-workers",
-        type=int,
-        default=2,
-        help="MLServer inference workers (default: %(default)s)",
-    )
-    serve.add_argument(
-        "--mlserver-metrics-port",
-        type=int,
-        default=9002,
-        help="MLServer's Prometheus metrics port (default: %(default)s)",
-    )
-    serve.add_argument(
-        "--state-dir",
-        type=Path,
-        default=project_root() / "build" / "state",
-        help="traffic log, feedback and labelling dataset (default: %(default)s)",
-    )
-    serve.add_argument(
-        "--no-state", action="store_true", help="keep no traffic log, feedback or labelling data"
-    )
+    # The flags come from the settings' fields (pydantic-settings), with their descriptions.
+    from pydantic_settings import CliSettingsSource
+
+    from income_bundle.seldon.local import ServeSettings
+
+    serve.set_defaults(settings_source=CliSettingsSource(ServeSettings, root_parser=serve))
     serve.set_defaults(func=_cmd_serve)
 
     feedback = commands.add_parser(

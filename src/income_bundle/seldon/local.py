@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from income_bundle.errors import BundleError
 
 if TYPE_CHECKING:
@@ -30,6 +33,7 @@ __all__ = [
     "InvalidBundleError",
     "LocalSeldon",
     "ServeConfig",
+    "ServeSettings",
     "load_valid_bundle",
     "serve",
     "stage_model_folder",
@@ -45,22 +49,66 @@ class InvalidBundleError(BundleError):
     """The manifests have problems; the message lists every one."""
 
 
-@dataclass
-class ServeConfig:
-    bundle_dir: Path = field(default_factory=lambda: project_root() / "seldon-examples")
-    # What the storageUri prefix /mnt/income-bundle maps to on this machine.
-    local_root: Path = field(default_factory=project_root)
-    host: str = "127.0.0.1"
-    http_port: int = DEFAULT_HTTP_PORT
-    grpc_port: int = DEFAULT_GRPC_PORT
-    step_timeout_s: float = 30.0
-    async_queue_size: int = 1000
+def default_bundle_dir() -> Path:
+    return project_root() / "seldon-examples"
+
+
+def default_state_dir() -> Path:
+    return project_root() / "build" / "state"
+
+
+class ServeSettings(BaseSettings):
+    """Settings of `income-bundle serve`: its command-line flags (`--http-port`, ...), else
+    `INCOME_SERVE_<FIELD>` environment variables, else these defaults."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="INCOME_SERVE_",
+        extra="forbid",  # a mistyped setting fails loudly
+        cli_kebab_case=True,
+        cli_implicit_flags=True,
+        validate_assignment=True,
+    )
+
+    bundle_dir: Path = Field(
+        default_factory=default_bundle_dir,
+        description="the Seldon manifests (Models and Pipelines) to serve",
+    )
+    local_root: Path = Field(
+        default_factory=project_root,
+        description="what the storageUri prefix /mnt/income-bundle maps to",
+    )
+    host: str = Field("127.0.0.1", description="address to bind")
+    http_port: int = Field(DEFAULT_HTTP_PORT, ge=0, le=65535, description="REST port")
+    grpc_port: int = Field(DEFAULT_GRPC_PORT, ge=0, le=65535, description="gRPC port")
+    step_timeout_s: float = Field(30.0, gt=0, description="seconds a model may take")
+    async_queue_size: int = Field(
+        1000, ge=1, description="requests held for asynchronous steps per pipeline before dropping"
+    )
     # Two workers let income and income-preprocess -> income-outlier run side by side
     # (pipeline p50 1.5x -> 1.2x the client-orchestrated critical path, measured).
-    parallel_workers: int = 2
-    mlserver_metrics_port: int = DEFAULT_MLSERVER_METRICS_PORT
-    # Traffic log, feedback and labelling dataset; None serves without them.
-    state_dir: Path | None = field(default_factory=lambda: project_root() / "build" / "state")
+    parallel_workers: int = Field(2, ge=0, description="MLServer inference workers")
+    mlserver_metrics_port: int = Field(
+        DEFAULT_MLSERVER_METRICS_PORT,
+        ge=0,
+        le=65535,
+        description="MLServer's Prometheus metrics port",
+    )
+    state_dir: Path | None = Field(
+        default_factory=default_state_dir,
+        description="traffic log, feedback and labelling dataset (None: keep none)",
+    )
+    state: bool = Field(
+        True, description="keep the traffic log, feedback and labelling data (--no-state: none)"
+    )
+
+    @model_validator(mode="after")
+    def _stateless(self) -> ServeSettings:
+        if not self.state and self.state_dir is not None:
+            self.state_dir = None
+        return self
+
+
+ServeConfig = ServeSettings  # the name the demo, the benchmark and the tests use
 
 
 def load_valid_bundle(config: ServeConfig) -> Bundle:
@@ -266,12 +314,12 @@ class LocalSeldon:
         cli = Path(sys.executable).with_name("income-bundle")
         command = [
             str(cli), "serve",
-            "--bundle", str(self.config.bundle_dir),
+            "--bundle-dir", str(self.config.bundle_dir),
             "--local-root", str(self.config.local_root),
             "--host", self.config.host,
             "--http-port", str(self.config.http_port),
             "--grpc-port", str(self.config.grpc_port),
-            "--step-timeout", str(self.config.step_timeout_s),
+            "--step-timeout-s", str(self.config.step_timeout_s),
             "--async-queue-size", str(self.config.async_queue_size),
             "--parallel-workers", str(self.config.parallel_workers),
             "--mlserver-metrics-port", str(self.config.mlserver_metrics_port),
