@@ -176,6 +176,7 @@ WRONG_VALUE = {
     "int": "many",
     "bool": "maybe",
     "list": {"not": "a list"},  # a scalar would become a one-item list
+    "dict": ["not", "a", "dict"],
     "path": {"not": "a path"},
 }
 

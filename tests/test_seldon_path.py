@@ -470,3 +470,56 @@ def test_preflight_fails_early_without_buildx_saying_how_to_install_it(tmp_path)
 def test_preflight_passes_docker_with_buildx(tmp_path):
     result = run_preflight(tmp_path, WITH_BUILDX)
     assert result.returncode == 0, result.stdout[-3000:]
+
+
+# --- The seldon CLI download (defect: linux-amd64 whatever the machine) ------------------------
+
+
+def choose_cli(tmp_path: Path, uname: str, *extra: str) -> tuple[Any, str | None]:
+    import os
+    import subprocess
+    import sys
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    # A stand-in for `uname` on other machines than this one.
+    (bin_dir / "uname").write_text(f"#!/bin/sh\necho '{uname}'\n")
+    (bin_dir / "uname").chmod(0o755)
+    out = tmp_path / "cli-url"
+    python_bin = Path(sys.executable).parent
+    result = subprocess.run(
+        [str(python_bin / "ansible-playbook"), str(ROOT / "tests" / "ansible" / "cli_platform.yaml"),
+         "-e", f"out={out}", *extra],
+        cwd=ANSIBLE, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "ANSIBLE_NOCOLOR": "1", "PATH": f"{bin_dir}:{python_bin}:{os.environ['PATH']}"},
+    )  # fmt: skip
+    return result, out.read_text() if out.exists() else None
+
+
+def test_cli_is_the_release_asset_on_linux_amd64(tmp_path):
+    result, url = choose_cli(tmp_path, "Linux x86_64")
+    assert result.returncode == 0, result.stdout[-3000:]
+    # The one CLI asset of the v2.10.2 release (Makefile prep-artifacts, .github/workflows/
+    # draft-release.yml uploads .release/*).
+    assert (
+        url
+        == "https://github.com/SeldonIO/seldon-core/releases/download/v2.10.2/seldon-linux-amd64"
+    )
+
+
+@pytest.mark.parametrize("uname", ["Darwin arm64", "Linux aarch64", "Darwin x86_64"])
+def test_cli_elsewhere_stops_early_saying_what_is_supported_and_how_to_build_it(tmp_path, uname):
+    result, url = choose_cli(tmp_path, uname)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and url is None
+    platform = uname.lower().replace(" ", "-")
+    assert f"is released for linux-x86_64 only (seldon-linux-amd64), not for {platform}" in output
+    assert "make build-seldon" in output and "seldon_core_cli_url=file://" in output
+
+
+def test_cli_built_by_the_user_is_taken_on_any_platform(tmp_path):
+    result, url = choose_cli(
+        tmp_path, "Darwin arm64", "-e", "seldon_core_cli_url=file:///opt/seldon"
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert url == "file:///opt/seldon"
