@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import uvicorn
@@ -560,3 +563,18 @@ def test_interim_answers_are_skipped():
 
     response = run(main())
     assert response.status == 200 and response.body == b"ok"
+
+
+def test_the_client_benchmark_runs_and_reports_every_client():
+    """The tool behind the README's client figures (scripts/benchmark_upstream.py), run tiny:
+    it must work, not be fast."""
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, str(root / "scripts" / "benchmark_upstream.py"),
+         "--calls", "20", "--block", "10", "--baseline-rev", "HEAD"],
+        capture_output=True, text=True, timeout=300, cwd=root,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = {line.split("  ")[0]: line.split() for line in result.stdout.splitlines()[1:]}
+    assert set(rows) == {"llhttp (current)", "hand-written (HEAD)", "aiohttp"}
+    assert all(row[-5] == "20" for row in rows.values()), result.stdout  # calls per client
