@@ -55,7 +55,7 @@ async def _closing(request: Request) -> JSONResponse:
 
 @pytest.fixture(scope="module")
 def uvicorn_url():
-    """A real uvicorn with a 1 s keep-alive, so idle connections go stale quickly."""
+    """A real uvicorn (what MLServer runs)."""
     app = Starlette(
         routes=[
             Route("/echo/{rest:path}", _echo, methods=["GET", "POST"]),
@@ -63,20 +63,17 @@ def uvicorn_url():
             Route("/closing", _closing),
         ]
     )
-    port = _free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, timeout_keep_alive=1, log_level="error"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
+    # Listening before uvicorn starts: early connections wait in the backlog, nothing polls.
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="error"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started
-    yield f"http://127.0.0.1:{port}"
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     server.should_exit = True
     thread.join(10)
+    sock.close()
 
 
 def run(coro):
@@ -122,20 +119,6 @@ def test_chunked_answer_is_assembled(uvicorn_url):
     assert first.headers.get("transfer-encoding") == "chunked"
     assert first.body == b"part0;part1;part2;part3;part4;"
     assert second.status == 200 and b"/echo/after" in second.body
-
-
-def test_idle_connection_the_server_closed_is_replaced_transparently(uvicorn_url):
-    async def main():
-        client = UpstreamClient(uvicorn_url)
-        first = await client.request("GET", "/echo/a")
-        await asyncio.sleep(1.6)  # past uvicorn's 1 s keep-alive: it closed the connection
-        second = await client.request("GET", "/echo/b")
-        await client.close()
-        return first, second
-
-    first, second = run(main())
-    assert second.status == 200
-    assert first.headers["x-peer-port"] != second.headers["x-peer-port"]
 
 
 def test_connection_close_answer_is_not_reused(uvicorn_url):
@@ -281,6 +264,31 @@ def test_cancelled_request_closes_its_connection():
 
     response, connections = run(main())
     assert response.body == b"fast" and connections == 2
+
+
+def test_idle_connection_the_server_closed_is_replaced_transparently():
+    """What uvicorn does after its keep-alive timeout: close an idle connection without a word."""
+    server_closed = asyncio.Event()
+
+    async def answer(reader, writer):
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+        server_closed.set()
+
+    async def main():
+        async with scripted_server(answer) as (url, connections):
+            client = UpstreamClient(url)
+            first = await client.request("POST", "/a", b"{}")
+            await asyncio.wait_for(server_closed.wait(), 5)
+            second = await client.request("POST", "/b", b"{}")
+            await client.close()
+            return first, second, len(connections)
+
+    first, second, connections = run(main())
+    assert first.body == second.body == b"ok" and connections == 2
 
 
 def test_request_meeting_a_connection_closed_under_it_is_sent_again():
