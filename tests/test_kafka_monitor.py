@@ -224,8 +224,8 @@ def test_store_upserts_are_idempotent_and_keep_arrival_order(tmp_path):
     ]
     (batch,) = store.drift_batches(PIPELINE)
     assert batch.is_drift is True and batch.rows == [[1.0] * 12, [2.0] * 12]
-    store.set_truth("a", [1])
-    store.set_truth("a", [0])  # the first label stays
+    assert store.set_truth("a", [1], at=1.0)
+    assert not store.set_truth("a", [0], at=2.0)  # the first label stays
     assert store.request("a").truth == [1]
     store.close()
     reopened = SqliteStore(tmp_path / "records.sqlite")

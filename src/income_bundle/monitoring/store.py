@@ -38,6 +38,7 @@ class RequestRecord:
     outlier_flags: list[int] | None = None
     outlier_scores: list[float] | None = None
     truth: list[int] | None = None
+    truth_time: float | None = None
     sequence: int | None = None  # arrival order of the inputs within the pipeline
 
 
@@ -73,6 +74,10 @@ class RecordStore(Protocol):
 
     def drift_batches(self, pipeline: str) -> list[DriftBatch]: ...
 
+    def set_truth(self, request_id: str, truth: Sequence[int], at: float) -> bool: ...
+
+    def labelled(self, pipeline: str, limit: int) -> list[RequestRecord]: ...
+
     def close(self) -> None: ...
 
 
@@ -86,6 +91,7 @@ _REQUEST_COLUMNS = (
     "outlier_flags",
     "outlier_scores",
     "truth",
+    "truth_time",
     "sequence",
 )
 _JSON_COLUMNS = {"rows", "predicted", "outlier_flags", "outlier_scores", "truth", "p_values"}
@@ -103,6 +109,7 @@ CREATE TABLE IF NOT EXISTS requests (
     outlier_flags TEXT,
     outlier_scores TEXT,
     truth TEXT,
+    truth_time REAL,
     sequence INTEGER
 );
 CREATE INDEX IF NOT EXISTS requests_by_pipeline ON requests (pipeline, sequence);
@@ -212,13 +219,23 @@ class SqliteStore:
             (batch.batch_id, *values.values()),
         )
 
-    def set_truth(self, request_id: str, truth: Sequence[int]) -> None:
-        """Ground truth for a request, written once (the caller checks conflicts first)."""
+    def set_truth(self, request_id: str, truth: Sequence[int], at: float) -> bool:
+        """Ground truth for a request, written once; False when it already had some."""
         with self._transaction() as db:
-            db.execute(
-                "UPDATE requests SET truth = ? WHERE request_id = ? AND truth IS NULL",
-                (json.dumps(list(truth)), request_id),
+            cursor = db.execute(
+                "UPDATE requests SET truth = ?, truth_time = ? "
+                "WHERE request_id = ? AND truth IS NULL",
+                (json.dumps(list(truth)), at, request_id),
             )
+            return cursor.rowcount == 1
+
+    def labelled(self, pipeline: str, limit: int) -> list[RequestRecord]:
+        """The newest `limit` requests with ground truth, oldest first."""
+        found = self._read_requests(
+            "WHERE pipeline = ? AND truth IS NOT NULL ORDER BY truth_time DESC LIMIT ?",
+            (pipeline, limit),
+        )
+        return found[::-1]
 
     def _read_requests(self, where: str, args: tuple) -> list[RequestRecord]:
         with self._lock:

@@ -1,0 +1,176 @@
+"""The labelling dataset, derived from the monitor's store: rows worth a human label.
+
+A row is in it when the outlier detector flagged it, or when it was part of a batch the drift
+detector found drifted; each (request, row, reason) once, however often its messages arrived.
+A drift batch carries only the id of its last request (Seldon's BatchProcessor), so its rows are
+matched to the requests whose inputs arrived just before, in order, and the match is checked row
+by row; rows that match no requests are kept with an empty request id.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from income_bundle.monitoring.store import DriftBatch, RecordStore, RequestRecord
+
+__all__ = ["DRIFT_COLUMNS", "LabellingSchema", "batch_members", "labelling_rows", "write_rows"]
+
+DRIFT_COLUMNS = ("drift_batch", "drifting_features", "drift_min_p_value")
+REASONS = ("outlier", "drift")
+
+
+@dataclass(frozen=True)
+class LabellingSchema:
+    """How rows are written: feature names, category names per column, class names."""
+
+    feature_names: Sequence[str]
+    category_map: dict[int, list[str]]
+    class_names: Sequence[str]
+
+    @property
+    def columns(self) -> list[str]:
+        return [
+            "request_id", "row", "timestamp", "pipeline", "reason", *self.feature_names,
+            "prediction", "outlier_score", "is_outlier", *DRIFT_COLUMNS,
+        ]  # fmt: skip
+
+    def decode(self, features: Sequence[float]) -> list[Any]:
+        decoded: list[Any] = []
+        for column, value in enumerate(features):
+            names = self.category_map.get(column)
+            if names is not None and float(value).is_integer() and 0 <= int(value) < len(names):
+                decoded.append(names[int(value)])
+            elif float(value).is_integer():
+                decoded.append(int(value))
+            else:
+                decoded.append(value)
+        return decoded + [""] * (len(self.feature_names) - len(decoded))
+
+
+def batch_members(
+    batch: DriftBatch, requests: Sequence[RequestRecord], position: dict[str, int]
+) -> list[RequestRecord] | None:
+    """The requests whose rows make up `batch`, oldest first; None when they cannot be matched."""
+    end = position.get(batch.batch_id)
+    if end is None or batch.rows is None:
+        return None
+    members: list[RequestRecord] = []
+    rows = 0
+    index = end
+    while index >= 0 and rows < len(batch.rows):
+        record = requests[index]
+        if record.rows is None:
+            return None
+        members.insert(0, record)
+        rows += len(record.rows)
+        index -= 1
+    if rows != len(batch.rows):
+        return None
+    joined = np.asarray([row for record in members for row in record.rows or []], dtype=float)
+    if not np.array_equal(joined, np.asarray(batch.rows, dtype=float)):
+        return None
+    return members
+
+
+def _stamp(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
+
+
+def _row(
+    schema: LabellingSchema,
+    record: RequestRecord | None,
+    index: int,
+    features: Sequence[float],
+    pipeline: str,
+    reason: str,
+    drift: dict[str, Any],
+) -> dict[str, Any]:
+    prediction = score = flag = ""
+    if record is not None:
+        if record.predicted is not None and index < len(record.predicted):
+            label = record.predicted[index]
+            prediction = schema.class_names[label] if label < len(schema.class_names) else label
+        if record.outlier_scores is not None and index < len(record.outlier_scores):
+            score = f"{record.outlier_scores[index]:.6g}"
+        if record.outlier_flags is not None and index < len(record.outlier_flags):
+            flag = record.outlier_flags[index]
+    values = [
+        record.request_id if record else "",
+        index,
+        _stamp(record.time if record else drift.get("time")),
+        pipeline,
+        reason,
+        *schema.decode(features),
+        prediction,
+        score,
+        flag,
+        *(drift.get(key, "") for key in DRIFT_COLUMNS),
+    ]
+    return dict(zip(schema.columns, values, strict=True))
+
+
+def labelling_rows(
+    store: RecordStore,
+    pipeline: str,
+    schema: LabellingSchema,
+    reasons: Iterable[str] = REASONS,
+) -> list[dict[str, Any]]:
+    """The dataset's rows: outliers in request order, then drifted batches' rows in batch order."""
+    reasons = set(reasons)
+    requests = store.requests(pipeline)
+    rows: list[dict[str, Any]] = []
+    if "outlier" in reasons:
+        for record in requests:
+            for index, flag in enumerate(record.outlier_flags or []):
+                if flag and record.rows is not None and index < len(record.rows):
+                    rows.append(
+                        _row(schema, record, index, record.rows[index], pipeline, "outlier", {})
+                    )
+    if "drift" in reasons:
+        position = {record.request_id: i for i, record in enumerate(requests)}
+        for batch in store.drift_batches(pipeline):
+            if not batch.is_drift or batch.rows is None:
+                continue
+            p_values = batch.p_values or []
+            drift = {
+                "drift_batch": batch.batch_id,
+                "drifting_features": ";".join(
+                    name
+                    for name, p in zip(schema.feature_names, p_values, strict=False)
+                    if batch.threshold is not None and p < batch.threshold
+                ),
+                "drift_min_p_value": min(p_values) if p_values else "",
+                "time": batch.time,
+            }
+            members = batch_members(batch, requests, position)
+            if members is None:
+                for index, features in enumerate(batch.rows):
+                    rows.append(_row(schema, None, index, features, pipeline, "drift", drift))
+                continue
+            for record in members:
+                for index, features in enumerate(record.rows or []):
+                    rows.append(_row(schema, record, index, features, pipeline, "drift", drift))
+    return rows
+
+
+def write_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str) -> bytes:
+    """CSV (with a header) or JSON Lines."""
+    if fmt == "jsonl":
+        return "".join(json.dumps(row) + "\n" for row in rows).encode()
+    if fmt != "csv":
+        raise ValueError(f"unknown format {fmt!r}: expected csv or jsonl")
+    out = io.StringIO()
+    writer = csv.DictWriter(out, columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue().encode()

@@ -1,0 +1,306 @@
+"""The monitor: one service over the record store, whatever source fills it.
+
+It answers ground-truth feedback (keyed by the request id Seldon answered with), exports the
+labelling dataset, serves the window of traffic the drift report reads, and exports Prometheus
+metrics: rolling accuracy, label mix, target drift, labelling rows and records by source. The
+metric names are the ones the alert rules and the dashboard read
+(monitoring/prometheus/income-rules.yaml).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter as Tally
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from income_bundle.monitoring.feedback import FeedbackError, FeedbackTracker, parse_labels
+from income_bundle.monitoring.labelling import REASONS, LabellingSchema, labelling_rows, write_rows
+from income_bundle.monitoring.store import RecordStore
+
+__all__ = ["ClassifierInfo", "Monitor", "build_app"]
+
+DEFAULT_WINDOW_ROWS = 500
+MEDIA_TYPES = {"csv": "text/csv", "jsonl": "application/x-ndjson"}
+
+
+@dataclass(frozen=True)
+class ClassifierInfo:
+    """What the monitor needs of a pipeline's classifier: its class names and the label mix it
+    was validated on, and how to write its rows."""
+
+    class_names: list[str]
+    reference_shares: list[float]
+    feature_names: list[str]
+    category_map: dict[int, list[str]]
+
+
+class Monitor:
+    """Feedback, labelling and metrics over one store, for the pipelines it knows."""
+
+    def __init__(
+        self,
+        store: RecordStore,
+        pipelines: dict[str, ClassifierInfo],
+        registry: CollectorRegistry | None = None,
+        window_rows: int = DEFAULT_WINDOW_ROWS,
+    ) -> None:
+        self.store = store
+        self.pipelines = pipelines
+        self.registry = registry or CollectorRegistry()
+        self.trackers: dict[str, FeedbackTracker] = {}
+        for pipeline, info in pipelines.items():
+            tracker = FeedbackTracker(info.class_names, info.reference_shares, window_rows)
+            # The window survives a restart: it is the newest labelled rows in the store.
+            for record in store.labelled(pipeline, window_rows):
+                if record.truth and record.predicted:
+                    tracker.add(record.truth, record.predicted)
+            self.trackers[pipeline] = tracker
+        self._metrics()
+        for pipeline in pipelines:
+            self._publish(pipeline)
+
+    def _metrics(self) -> None:
+        r = self.registry
+        self.feedback_rows = Counter(
+            "income_feedback_rows", "Rows labelled through feedback.", ["pipeline"], registry=r
+        )
+        self.feedback_correct = Counter(
+            "income_feedback_correct",
+            "Labelled rows the classifier had predicted right.",
+            ["pipeline"],
+            registry=r,
+        )
+        self.feedback_labels = Counter(
+            "income_feedback_labels",
+            "Labels received through feedback, by class.",
+            ["pipeline", "class"],
+            registry=r,
+        )
+        self.accuracy = Gauge(
+            "income_feedback_accuracy",
+            "Accuracy over the newest labelled rows (see income_feedback_window_rows).",
+            ["pipeline"],
+            registry=r,
+        )
+        self.window_size = Gauge(
+            "income_feedback_window_rows",
+            "Labelled rows in the rolling feedback window.",
+            ["pipeline"],
+            registry=r,
+        )
+        self.label_share = Gauge(
+            "income_feedback_label_share",
+            "Share of each class among the labels in the rolling window.",
+            ["pipeline", "class"],
+            registry=r,
+        )
+        self.target_p_value = Gauge(
+            "income_target_drift_p_value",
+            "Chi-squared p-value of the window's label mix against the validation data's.",
+            ["pipeline"],
+            registry=r,
+        )
+        r.register(_LabellingCollector(self))
+
+    def _publish(self, pipeline: str) -> None:
+        stats = self.trackers[pipeline].stats()
+        self.window_size.labels(pipeline).set(stats.rows)
+        if stats.accuracy is not None:
+            self.accuracy.labels(pipeline).set(stats.accuracy)
+        for name, share in stats.label_shares.items():
+            self.label_share.labels(pipeline, name).set(share)
+        if stats.target_drift_p_value is not None:
+            self.target_p_value.labels(pipeline).set(stats.target_drift_p_value)
+
+    def feedback(self, pipeline: str, request_id: object, truth: object) -> dict[str, Any]:
+        """Record the true labels of one request's rows; idempotent for the same labels."""
+        where = f"pipeline {pipeline} feedback"
+        info = self.pipelines.get(pipeline)
+        if info is None:
+            known = ", ".join(sorted(self.pipelines)) or "none"
+            raise FeedbackError(404, f"{where}: this monitor watches no such pipeline ({known})")
+        if not isinstance(request_id, str) or not request_id:
+            raise FeedbackError(
+                400, f"{where}: 'id' must be the request id (the x-request-id of the response)"
+            )
+        record = self.store.request(request_id)
+        if record is None or record.pipeline != pipeline:
+            raise FeedbackError(404, f"{where}: no request {request_id!r} in the monitor's store")
+        if record.predicted is None:
+            raise FeedbackError(
+                400, f"{where}: request {request_id!r} has no classifier prediction to compare"
+            )
+        labels = parse_labels(where, truth, info.class_names)
+        if len(labels) != len(record.predicted):
+            raise FeedbackError(
+                400,
+                f"{where}: 'truth' has {len(labels)} labels; request {request_id!r} had "
+                f"{len(record.predicted)} rows (one label per row)",
+            )
+        if record.truth is not None or not self.store.set_truth(request_id, labels, time.time()):
+            # Labelled before (or a moment ago by a concurrent call): the same labels are a no-op.
+            stored = record.truth if record.truth is not None else self._truth(request_id)
+            if stored != labels:
+                raise FeedbackError(
+                    409,
+                    f"{where}: request {request_id!r} already has different labels; "
+                    "feedback is recorded once per request",
+                )
+            return {"id": request_id, "rows": len(labels), "duplicate": True}
+        correct = sum(t == p for t, p in zip(labels, record.predicted, strict=True))
+        tracker = self.trackers[pipeline]
+        tracker.add(labels, record.predicted)
+        self.feedback_rows.labels(pipeline).inc(len(labels))
+        self.feedback_correct.labels(pipeline).inc(correct)
+        for index in labels:
+            self.feedback_labels.labels(pipeline, info.class_names[index]).inc()
+        self._publish(pipeline)
+        stats = tracker.stats()
+        return {
+            "id": request_id,
+            "rows": len(labels),
+            "correct": correct,
+            "duplicate": False,
+            "window": {
+                "rows": stats.rows,
+                "accuracy": stats.accuracy,
+                "label_shares": stats.label_shares,
+                "target_drift_p_value": stats.target_drift_p_value,
+            },
+        }
+
+    def _truth(self, request_id: str) -> list[int] | None:
+        record = self.store.request(request_id)
+        return record.truth if record else None
+
+    def schema(self, pipeline: str) -> LabellingSchema:
+        info = self.pipelines[pipeline]
+        return LabellingSchema(info.feature_names, info.category_map, info.class_names)
+
+    def labelling(
+        self, pipeline: str, reasons: Sequence[str] = REASONS
+    ) -> tuple[list[str], list[dict[str, Any]]]:
+        schema = self.schema(pipeline)
+        return schema.columns, labelling_rows(self.store, pipeline, schema, reasons)
+
+    def traffic(
+        self, pipeline: str, since: float | None = None, until: float | None = None
+    ) -> list[dict[str, Any]]:
+        """The pipeline's input rows per request in arrival order, as the drift report reads them."""
+        return [
+            {"request_id": r.request_id, "timestamp": r.time, "pipeline": pipeline, "rows": r.rows}
+            for r in self.store.requests(pipeline)
+            if r.rows is not None
+            and r.time is not None
+            and (since is None or r.time >= since)
+            and (until is None or r.time < until)
+        ]
+
+
+class _LabellingCollector:
+    """Labelling rows by reason, counted from the store at scrape time: restarts keep the count."""
+
+    def __init__(self, monitor: Monitor) -> None:
+        self.monitor = monitor
+
+    def collect(self):
+        family = CounterMetricFamily(
+            "income_labelling_rows",
+            "Rows in the labelling dataset, by pipeline and reason (outlier, drift).",
+            labels=["pipeline", "reason"],
+        )
+        for pipeline in self.monitor.pipelines:
+            _, rows = self.monitor.labelling(pipeline)
+            counts = Tally(row["reason"] for row in rows)
+            for reason in REASONS:
+                family.add_metric([pipeline, reason], counts.get(reason, 0))
+        yield family
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def build_app(monitor: Monitor) -> Starlette:
+    """The monitor's HTTP API (see the README's monitoring section)."""
+
+    def pipeline_of(request: Request) -> str | JSONResponse:
+        pipeline = request.path_params["pipeline"]
+        if pipeline not in monitor.pipelines:
+            known = ", ".join(sorted(monitor.pipelines)) or "none"
+            return _error(404, f"pipeline {pipeline!r}: not watched by this monitor ({known})")
+        return pipeline
+
+    async def feedback(request: Request) -> Response:
+        pipeline = request.path_params["pipeline"]
+        try:
+            body = await request.json()
+        except ValueError as e:
+            return _error(400, f"pipeline {pipeline} feedback: the body is not JSON ({e})")
+        if not isinstance(body, dict):
+            return _error(
+                400, f"pipeline {pipeline} feedback: expected {{'id': ..., 'truth': [...]}}"
+            )
+        try:
+            answer = await asyncio.to_thread(
+                monitor.feedback, pipeline, body.get("id"), body.get("truth")
+            )
+        except FeedbackError as e:
+            return _error(e.status, e.message)
+        return JSONResponse(answer)
+
+    async def labelling(request: Request) -> Response:
+        pipeline = pipeline_of(request)
+        if isinstance(pipeline, Response):
+            return pipeline
+        fmt = request.query_params.get("format", "csv")
+        if fmt not in MEDIA_TYPES:
+            return _error(400, f"labelling: format {fmt!r} is not one of {', '.join(MEDIA_TYPES)}")
+        reasons = request.query_params.getlist("reason") or list(REASONS)
+        if unknown := sorted(set(reasons) - set(REASONS)):
+            return _error(
+                400, f"labelling: reason {unknown[0]!r} is not one of {', '.join(REASONS)}"
+            )
+        columns, rows = await asyncio.to_thread(monitor.labelling, pipeline, reasons)
+        return Response(write_rows(rows, columns, fmt), media_type=MEDIA_TYPES[fmt])
+
+    async def traffic(request: Request) -> Response:
+        pipeline = pipeline_of(request)
+        if isinstance(pipeline, Response):
+            return pipeline
+        bounds: dict[str, float | None] = {}
+        for name in ("since", "until"):
+            text = request.query_params.get(name)
+            try:
+                bounds[name] = float(text) if text is not None else None
+            except ValueError:
+                return _error(400, f"traffic: {name}={text!r} is not a Unix time in seconds")
+        lines = await asyncio.to_thread(monitor.traffic, pipeline, **bounds)
+        return Response(write_rows(lines, [], "jsonl"), media_type=MEDIA_TYPES["jsonl"])
+
+    async def metrics(_: Request) -> Response:
+        body = await asyncio.to_thread(generate_latest, monitor.registry)
+        return Response(body, media_type="text/plain; version=0.0.4")
+
+    async def ready(_: Request) -> Response:
+        return JSONResponse({"ready": True})
+
+    return Starlette(
+        routes=[
+            Route("/v2/pipelines/{pipeline}/feedback", feedback, methods=["POST"]),
+            Route("/v2/pipelines/{pipeline}/labelling", labelling, methods=["GET"]),
+            Route("/v2/pipelines/{pipeline}/traffic", traffic, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+            Route("/ready", ready, methods=["GET"]),
+        ]
+    )
