@@ -92,7 +92,8 @@ cluster: deps artifacts ## Cluster path: kind, cert-manager, Kafka, monitoring a
 	$(ANSIBLE_PLAYBOOK) playbooks/preflight.yaml playbooks/kind-cluster.yaml playbooks/setup-ecosystem.yaml playbooks/setup-seldon.yaml
 
 .PHONY: deploy
-deploy: deps ## Cluster path: load the income Models and Pipelines and wait until ready
+deploy: deps ## Cluster path: validate seldon-examples/, then load the income Models and Pipelines and wait until ready
+	$(CLI) validate
 	$(ANSIBLE_PLAYBOOK) playbooks/deploy-income.yaml
 
 .PHONY: infer
@@ -136,7 +137,8 @@ kserve: deps artifacts ## KServe path: kind, cert-manager, Knative Serving + Kou
 	$(ANSIBLE_PLAYBOOK) playbooks/preflight.yaml playbooks/kind-cluster.yaml playbooks/setup-kserve.yaml
 
 .PHONY: deploy-kserve
-deploy-kserve: deps ## KServe path: the income InferenceService, broker, triggers, detectors and event display, waited for and called once
+deploy-kserve: deps ## KServe path: validate kserve/, then the income InferenceService, broker, triggers, detectors and event display, waited for and called once
+	$(CLI) validate --kserve
 	$(ANSIBLE_PLAYBOOK) playbooks/deploy-kserve.yaml
 
 .PHONY: infer-kserve

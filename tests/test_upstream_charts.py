@@ -157,16 +157,9 @@ def _chart_crds(rendered_charts, upstream):
     every = [doc for docs in rendered_charts.values() for doc in docs]
     if upstream is not None:
         return upstream_crds(upstream, every), every
-    import tempfile
-
     from income_bundle.crds import CrdSchemas
 
-    with tempfile.TemporaryDirectory() as scratch:
-        path = Path(scratch) / "crds.yaml"
-        path.write_text(
-            yaml.safe_dump_all([d for d in every if d.get("kind") == "CustomResourceDefinition"])
-        )
-        crds = CrdSchemas.load([path])
+    crds = CrdSchemas.from_documents(every)
     builtin = re.compile(r"^(v1|[a-z0-9.]*k8s\.io/\w+|(apps|batch|policy|autoscaling)/\w+)$")
     checked = [
         d

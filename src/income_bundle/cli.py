@@ -74,12 +74,28 @@ def _cmd_mlserver(args: argparse.Namespace) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from income_bundle.seldon.local import ServeConfig, load_valid_bundle
 
+    if args.kserve:
+        return _validate_kserve(args.bundle or project_root() / "kserve", args.local_root)
+    args.bundle = args.bundle or project_root() / "seldon-examples"
     config = ServeConfig(bundle_dir=args.bundle, local_root=args.local_root)
     bundle = load_valid_bundle(config)
     print(
         f"{args.bundle}: valid ({len(bundle.models)} models, {len(bundle.pipelines)} pipelines: "
         f"{', '.join(sorted(bundle.pipelines))})"
     )
+    return 0
+
+
+def _validate_kserve(directory: Path, local_root: Path) -> int:
+    from income_bundle.upstream_checks import kserve_manifest_problems
+
+    problems = kserve_manifest_problems(directory, local_root)
+    if problems:
+        print(f"error: {directory} is not valid:", file=sys.stderr)
+        for problem in problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 1
+    print(f"{directory}: valid")
     return 0
 
 
@@ -327,10 +343,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser(
         "validate",
-        help="check Seldon manifests: CRD schemas, pipeline rules, artifacts and tensors",
+        help="check Seldon manifests (or with --kserve the KServe path's): CRD schemas, "
+        "pipeline rules, selectors, artifacts and tensors",
     )
     validate.add_argument(
-        "bundle", nargs="?", type=Path, default=project_root() / "seldon-examples"
+        "bundle", nargs="?", type=Path, help="default: seldon-examples/ (kserve/ with --kserve)"
+    )
+    validate.add_argument(
+        "--kserve", action="store_true", help="check the kserve/ manifests instead"
     )
     validate.add_argument(
         "--local-root", type=Path, default=project_root(), help="what /mnt/income-bundle maps to"

@@ -22,6 +22,8 @@ import yaml
 __all__ = ["CRD_DIR_ENV", "CrdSchemas", "find_crd_dir", "strict_schema"]
 
 CRD_DIR_ENV = "CRD_DIR"
+# libyaml's safe loader where PyYAML has it: the CRDs are megabytes of YAML.
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def find_crd_dir(project_root: Path) -> Path | None:
@@ -60,15 +62,23 @@ class CrdSchemas:
 
     @classmethod
     def load(cls, files: Iterable[Path]) -> CrdSchemas:
+        return cls.from_documents(
+            doc
+            for path in files
+            for doc in yaml.load_all(Path(path).read_text(), Loader=_SAFE_LOADER)
+        )
+
+    @classmethod
+    def from_documents(cls, documents: Iterable[Any]) -> CrdSchemas:
+        """Schemas of the CustomResourceDefinitions among `documents` (others are ignored)."""
         schemas = {}
-        for path in files:
-            for doc in yaml.safe_load_all(Path(path).read_text()):
-                if not doc or doc.get("kind") != "CustomResourceDefinition":
-                    continue
-                group, kind = doc["spec"]["group"], doc["spec"]["names"]["kind"]
-                for version in doc["spec"]["versions"]:
-                    schema = strict_schema(_with_object_meta(version["schema"]["openAPIV3Schema"]))
-                    schemas[(f"{group}/{version['name']}", kind)] = schema
+        for doc in documents:
+            if not doc or doc.get("kind") != "CustomResourceDefinition":
+                continue
+            group, kind = doc["spec"]["group"], doc["spec"]["names"]["kind"]
+            for version in doc["spec"]["versions"]:
+                schema = strict_schema(_with_object_meta(version["schema"]["openAPIV3Schema"]))
+                schemas[(f"{group}/{version['name']}", kind)] = schema
         return cls(schemas)
 
     @classmethod

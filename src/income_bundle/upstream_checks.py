@@ -26,6 +26,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -201,8 +202,12 @@ KSERVE_LOGGER_ATTRIBUTES = (
 STRIMZI_BOOTSTRAP_SUFFIX = "-kafka-bootstrap"
 
 
+# libyaml's safe loader where PyYAML has it: charts render megabytes of YAML.
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _documents(path: Path) -> list[dict]:
-    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+    return [doc for doc in yaml.load_all(path.read_text(), Loader=_SAFE_LOADER) if doc]
 
 
 def _labels_match(selector: dict, labels: dict[str, str]) -> bool:
@@ -232,11 +237,27 @@ def _selected_values(selector: dict, key: str) -> set[str]:
     return found
 
 
+def _detector_event_types() -> tuple[str, str]:
+    """DRIFT_EVENT_TYPE and OUTLIER_EVENT_TYPE of income_bundle.kserve.runtime, read from its
+    source: importing it loads MLServer and TensorFlow, seconds that `validate` need not spend."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec("income_bundle.kserve.runtime")
+    tree = ast.parse(Path(spec.origin).read_text())
+    constants = {
+        node.targets[0].id: node.value.value
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and isinstance(node.targets[0], ast.Name)
+        and isinstance(node.value, ast.Constant)
+    }
+    return constants["DRIFT_EVENT_TYPE"], constants["OUTLIER_EVENT_TYPE"]
+
+
 def kserve_selector_problems(kserve_dir: Path) -> list[str]:
     """kserve/: the PodMonitor, the Triggers and the event display's Service against what the
     selected workloads carry."""
-    from income_bundle.kserve.runtime import DRIFT_EVENT_TYPE, OUTLIER_EVENT_TYPE
-
     problems = []
     docs = [doc for path in sorted(kserve_dir.glob("*.yaml")) for doc in _documents(path)]
     by_kind: dict[str, dict[str, dict]] = {}
@@ -269,7 +290,7 @@ def kserve_selector_problems(kserve_dir: Path) -> list[str]:
                     f"user container's port {KNATIVE_USER_PORT_NAME!r} on the pod"
                 )
     inference_services = set(by_kind.get("InferenceService", {}))
-    emitted = {DRIFT_EVENT_TYPE, OUTLIER_EVENT_TYPE}
+    emitted = set(_detector_event_types())
     for name, trigger in by_kind.get("Trigger", {}).items():
         attributes = trigger["spec"].get("filter", {}).get("attributes", {})
         event_type = attributes.get("type")
@@ -645,19 +666,19 @@ def helm_template(
         raise RuntimeError(
             f"helm template {install.chart} {install.version} failed: {result.stderr.strip()}"
         )
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    return [doc for doc in yaml.load_all(result.stdout, Loader=_SAFE_LOADER) if doc]
+
+
+@cache
+def _upstream_crd_schemas(upstream_dir: Path) -> CrdSchemas:
+    return CrdSchemas.load(sorted((upstream_dir / "crds").glob("*.yaml")))
 
 
 def upstream_crds(upstream_dir: Path, extra: Iterable[dict] = ()) -> CrdSchemas:
-    """Strict schemas of ../shared/upstream/crds plus any CRD objects in `extra`."""
-    schemas = CrdSchemas.load(sorted((upstream_dir / "crds").glob("*.yaml"))).schemas
-    with tempfile.TemporaryDirectory() as scratch:
-        crds = [doc for doc in extra if doc.get("kind") == "CustomResourceDefinition"]
-        if crds:
-            path = Path(scratch) / "rendered-crds.yaml"
-            path.write_text(yaml.safe_dump_all(crds))
-            schemas = {**CrdSchemas.load([path]).schemas, **schemas}
-    return CrdSchemas(schemas)
+    """Strict schemas of ../shared/upstream/crds plus any CRD objects in `extra` (the pinned
+    files win where both have a kind)."""
+    rendered = CrdSchemas.from_documents(extra).schemas
+    return CrdSchemas({**rendered, **_upstream_crd_schemas(upstream_dir).schemas})
 
 
 def _describe(doc: dict) -> str:
@@ -884,4 +905,61 @@ def knative_config_order_problems(roles_dir: Path) -> list[str]:
             f"Service {namespace}/{KNATIVE_CONFIG_WEBHOOK['service']} (EndpointSlice "
             f"kubernetes.io/service-name={KNATIVE_CONFIG_WEBHOOK['service']})"
         )
+    return problems
+
+
+def kserve_manifest_problems(kserve_dir: Path, local_root: Path) -> list[str]:
+    """What `income-bundle validate --kserve` reports: the kserve/ manifests strictly against
+    their CRDs and Kubernetes (when the pinned CRDs are at hand), their selectors against the
+    upstream facts, and the checkout folders they serve (under the mount path)."""
+    from income_bundle.crds import find_crd_dir
+    from income_bundle.kserve.manifests import APPLY_ORDER, MOUNT_PATH, OPTIONAL
+
+    problems = []
+    docs: dict[str, list[dict]] = {}
+    for name in (*APPLY_ORDER, *OPTIONAL):
+        path = kserve_dir / name
+        if not path.is_file():
+            problems.append(f"{name} is missing from {kserve_dir}")
+            continue
+        try:
+            docs[name] = _documents(path)
+        except yaml.YAMLError as error:
+            problems.append(f"{name} is not YAML: {error}")
+    upstream = find_upstream_dir(local_root)
+    if upstream is not None:
+        crds = upstream_crds(upstream)
+    else:
+        crd_dir = find_crd_dir(local_root)
+        crds = CrdSchemas.from_dir(crd_dir) if crd_dir else None
+    if crds is not None:
+        roles_dir = local_root / "ansible" / "roles"
+        version = kubernetes_schema_version(roles_dir)
+        for name, objects in docs.items():
+            known = [
+                d
+                for d in objects
+                if (d.get("apiVersion"), d.get("kind")) in crds.schemas
+                or "." not in d["apiVersion"]
+            ]
+            problems += object_problems(known, crds, version, name)
+    problems += kserve_selector_problems(kserve_dir)
+    folders = []
+    for doc in docs.get("inferenceservice.yaml", []):
+        uri = doc.get("spec", {}).get("predictor", {}).get("model", {}).get("storageUri")
+        if uri:
+            folders.append((doc["metadata"]["name"], uri.removeprefix("pvc://").partition("/")[2]))
+        else:
+            problems.append(f"InferenceService {doc['metadata']['name']} has no storageUri")
+    for doc in docs.get("detectors.yaml", []):
+        for container in (
+            doc.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
+        ):
+            command = container.get("command") or [""]
+            folders.append((doc["metadata"]["name"], command[-1].removeprefix(MOUNT_PATH + "/")))
+    for name, folder in folders:
+        if not (local_root / folder / "model-settings.json").is_file():
+            problems.append(
+                f"{name} serves {folder}, which has no model-settings.json under {local_root}"
+            )
     return problems
