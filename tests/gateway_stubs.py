@@ -5,6 +5,7 @@ outputs, without a process; `asgi_call` drives the REST front's ASGI app without
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -17,17 +18,21 @@ from income_bundle.seldon.gateway import Gateway, ModelContract
 from income_bundle.seldon.tensors import Tensor, from_json
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL_FOLDERS = {
-    "income": "models/income",
-    "income-preprocess": "models/income-preprocess",
-    "income-explainer": "models/income-explainer",
-    "income-drift": "detectors/income-drift",
-    "income-outlier": "detectors/income-outlier",
-}
+
+
+@functools.cache
+def shipped_settings() -> dict[str, dict[str, Any]]:
+    """model-settings.json of every shipped Model, found through its storageUri."""
+    settings = {}
+    for name, model in load_bundle(ROOT / "seldon-examples", ROOT).models.items():
+        folder = model.local_folder(ROOT)
+        if folder is not None and (folder / "model-settings.json").is_file():
+            settings[name] = json.loads((folder / "model-settings.json").read_text())
+    return settings
 
 
 def declared(model: str) -> dict[str, Any]:
-    return json.loads((ROOT / MODEL_FOLDERS[model] / "model-settings.json").read_text())
+    return shipped_settings()[model]
 
 
 class StubForwarder:
@@ -35,6 +40,7 @@ class StubForwarder:
     datatype (rows from the request), records every call, and can be told to fail."""
 
     def __init__(self) -> None:
+        self.settings = shipped_settings()
         self.calls: list[tuple[str, Any]] = []
         self.fail_with: BaseException | None = None
         self.ready_models: set[str] | None = None  # None: every model is ready
@@ -48,7 +54,7 @@ class StubForwarder:
 
     def _outputs(self, model: str, rows: int, wanted: list[str] | None) -> list[dict[str, Any]]:
         outputs = []
-        for item in declared(model).get("outputs", []):
+        for item in self.settings[model].get("outputs", []):
             if wanted and item["name"] not in wanted:
                 continue
             shape = [rows if d == -1 else d for d in item["shape"]]
@@ -84,7 +90,7 @@ class StubForwarder:
         return self.ready_models is None or model is None or model in self.ready_models
 
     async def metadata(self, model: str) -> tuple[int, Any]:
-        settings = declared(model)
+        settings = self.settings[model]
         return 200, {
             "name": model,
             "platform": settings.get("implementation", ""),
@@ -100,13 +106,15 @@ def stub_gateway(forwarder: StubForwarder | None = None, pipelines_dir: Path | N
     if pipelines_dir is not None:
         extra = load_bundle(pipelines_dir, ROOT)
         bundle.pipelines.update(extra.pipelines)
+    settings = shipped_settings()
     contracts = {
         name: ModelContract(
             name,
-            declared(name).get("inputs", []),
-            declared_outputs=declared(name).get("outputs", []),
+            settings[name].get("inputs", []),
+            declared_outputs=settings[name].get("outputs", []),
         )
         for name in bundle.models
+        if name in settings
     }
     return Gateway(bundle, forwarder or StubForwarder(), contracts, ready_poll_s=0)
 

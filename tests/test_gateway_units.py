@@ -456,3 +456,16 @@ def test_grpc_request_id_metadata_is_read_and_sent_back():
     assert m1["x-request-id"] == "head-1" and r1.id == "head-1"
     assert m2["x-request-id"] not in ("", "body-1") and r2.id == m2["x-request-id"]
     assert m3["x-request-id"] == "head-2" and r3.id == "body-1"
+
+
+@pytest.mark.parametrize("target", ["income", "income-drift", PIPELINE, "income-v1.pipeline"])
+def test_deeply_nested_data_is_a_400_for_any_target(target):
+    forwarder = StubForwarder()
+    front = RestFront(stub_gateway(forwarder))
+    data = b"[" * 990 + b"1" + b"]" * 990
+    body = b'{"inputs": [{"name": "predict", "datatype": "FP32", "shape": [1, 12], "data": %s}]}'
+    request = ("POST", "/v2/models/m/infer", body % data, {"seldon-model": target})
+    status, _, raw = asyncio.run(_calls(front, [request]))[0]
+    assert status == 400, raw
+    assert "data nests lists deeper than its shape's 2 dimensions" in json.loads(raw)["error"]
+    assert forwarder.calls == []
