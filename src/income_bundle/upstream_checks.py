@@ -202,8 +202,14 @@ KSERVE_LOGGER_ATTRIBUTES = (
 STRIMZI_BOOTSTRAP_SUFFIX = "-kafka-bootstrap"
 
 
-# libyaml's safe loader where PyYAML has it: charts render megabytes of YAML.
-_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+class _SafeLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """libyaml's safe loader where PyYAML has it (charts render megabytes of YAML), reading a
+    plain `=` as the string it is in YAML 1.2 (PyYAML resolves it to a 'value' tag it cannot
+    construct; the prometheus-operator CRDs' enums hold one)."""
+
+
+_SafeLoader.add_constructor("tag:yaml.org,2002:value", yaml.SafeLoader.construct_yaml_str)
+_SAFE_LOADER = _SafeLoader
 
 
 def _documents(path: Path) -> list[dict]:
