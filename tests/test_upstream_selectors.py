@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from income_bundle.upstream_checks import kserve_selector_problems
+from income_bundle.upstream_checks import kserve_selector_problems, seldon_selector_problems
 
 ROOT = Path(__file__).resolve().parents[1]
 ROLES = ROOT / "ansible" / "roles"
@@ -90,3 +90,30 @@ def test_kserve_readme_states_every_attribute_the_logger_sends():
     assert set(KSERVE_LOGGER_ATTRIBUTES) <= set(rows)
     assert "occurrence" in rows["time"] and "sent" not in rows["time"]
     assert "sent" in rows["recordedtime"]
+
+
+def test_seldon_selectors_match_the_operators_pods_and_strimzis_service(rendered):
+    assert seldon_selector_problems(rendered, ROLES) == []
+
+
+def test_a_pod_monitor_on_a_label_seldon_never_sets_and_a_wrong_kafka_address_are_caught(
+    rendered, tmp_path
+):
+    copy = tmp_path / "rendered"
+    shutil.copytree(rendered, copy)
+
+    def old_label(doc):
+        if doc["kind"] == "PodMonitor":
+            doc["spec"]["selector"] = {"matchLabels": {"app": "seldon-server"}}
+
+    _edit(copy / "income-monitoring.yaml", old_label)
+    roles = tmp_path / "roles"
+    shutil.copytree(ROLES, roles)
+    defaults = roles / "seldon_core" / "defaults" / "main.yaml"
+    defaults.write_text(
+        defaults.read_text().replace("seldon-kafka-bootstrap.seldon-mesh:9092", "seldon-kafka:9092")
+    )
+    problems = seldon_selector_problems(copy, roles)
+    assert len(problems) == 2
+    assert "which the pods of Server mlserver-income do not carry" in problems[0]
+    assert "seldon-kafka-bootstrap.seldon-mesh:9092" in problems[1]
