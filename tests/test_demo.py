@@ -17,6 +17,7 @@ def test_demo_runs_the_three_scenarios_and_reports_what_monitoring_saw(training_
     assert results["low-education"]["is_drift"] == 1
     assert "Education" in results["low-education"]["drifting_features"]
     assert results["outliers"]["outliers_flagged"] >= 15
+    assert "iris, one held-out row per class: setosa, versicolor, virginica" in out
     assert "income-explainer, reference row 0: IF " in out
     flagged = sum(r["outliers_flagged"] for r in results.values())
     assert f"labelling dataset: {20 + flagged} rows (drift 20, outlier {flagged})" in out

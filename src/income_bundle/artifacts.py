@@ -44,6 +44,7 @@ VERSION_CHECKS: dict[str, dict[str, str]] = {
         "alibi-detect": "exact", "tensorflow": "minor", "tf-keras": "minor", "numpy": "major",
     },
     "income-explainer": {"alibi": "exact", "scikit-learn": "exact", "numpy": "major"},
+    "iris": {"scikit-learn": "exact", "numpy": "major"},
 }  # fmt: skip
 # Package module -> the name MLServer imports it by from the model folder.
 RUNTIME_MODULES = {"runtimes.py": "income_runtimes.py", "integrity.py": "income_integrity.py"}

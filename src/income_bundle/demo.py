@@ -1,6 +1,7 @@
 """The three scenarios of Seldon's income notebook, through the `income-production` pipeline.
 
-The local Seldon gateway serves the bundle on real MLServer. 20 held-out reference rows (no
+The local Seldon gateway serves the bundle on real MLServer. First Seldon's simple test, the
+iris model on one held-out row per class; then 20 held-out reference rows (no
 drift, no outliers), 20 low-education rows (drift), 20 rows with injected outliers (outliers
 flagged); `is_drift` is read the way `seldon pipeline inspect` reads it. Then the explainer's
 anchor for one row, and what the gateway put in the labelling dataset. With `monitor=True`,
@@ -15,12 +16,12 @@ import time
 
 import numpy as np
 
-from income_bundle import scenarios
+from income_bundle import artifacts, scenarios
 from income_bundle.client import V2Client, inspect
 from income_bundle.data import FEATURE_NAMES
-from income_bundle.paths import project_root
+from income_bundle.paths import artifact_dir, project_root, scenario_dir
 from income_bundle.seldon.local import LocalSeldon, ServeConfig
-from income_bundle.training import train
+from income_bundle.training import IRIS_REQUEST, train
 
 __all__ = ["PIPELINE", "format_table", "run_demo", "run_scenario"]
 
@@ -122,6 +123,14 @@ def prometheus_summary(stack) -> list[str]:
     return lines
 
 
+def classify_iris(client: V2Client) -> list[str]:
+    """The iris model's classes for the request `make artifacts` wrote (one row per class)."""
+    (tensor,) = json.loads((scenario_dir() / IRIS_REQUEST).read_text())["inputs"]
+    rows = np.asarray(tensor["data"], dtype=float).reshape(tensor["shape"])
+    classes = (artifacts.read_metadata(artifact_dir("iris")) or {})["classes"]
+    return [classes[int(code)] for code in client.infer("iris", rows)["predict"].ravel()]
+
+
 def run_demo(protocol: str = "rest", monitor: bool = False) -> list[dict]:
     import contextlib
 
@@ -140,6 +149,9 @@ def run_demo(protocol: str = "rest", monitor: bool = False) -> list[dict]:
         )
         http_address = seldon.http_url.removeprefix("http://")
         address = http_address if protocol == "rest" else seldon.grpc_address
+        iris = V2Client(address, protocol, headers={"seldon-model": "iris"})
+        print(f"\niris, one held-out row per class: {', '.join(classify_iris(iris))}")
+        iris.close()
         pipeline = V2Client(address, protocol, headers={"seldon-model": f"{PIPELINE}.pipeline"})
         results = [run_scenario(pipeline, http_address, name) for name in scenarios.SCENARIOS]
         print(f"\n{PIPELINE}.pipeline, {ROWS} rows per scenario ({protocol}):\n")

@@ -14,6 +14,7 @@ ARTIFACT_FOLDERS = {
     "income-drift": "detectors/income-drift",
     "income-outlier": "detectors/income-outlier",
     "income-explainer": "models/income-explainer",
+    "iris": "models/iris",  # Seldon's first sample, served beside the income models
 }
 
 
@@ -34,7 +35,7 @@ def scenario_dir() -> Path:
 
 
 def artifact_dir(model_name: str, root: Path | None = None) -> Path:
-    """The MLServer model folder of one of the five models."""
+    """The MLServer model folder of one of the bundle's models."""
     try:
         relative = ARTIFACT_FOLDERS[model_name]
     except KeyError:

@@ -1,4 +1,4 @@
-"""Train, measure and package the five income artifacts (`make artifacts`).
+"""Train, measure and package the five income artifacts and Seldon's iris sample (`make artifacts`).
 
 Every step is seeded; every quality number is measured on held-out data and recorded in the
 artifact's metadata. Artifacts whose recipe (data hash, parameters, code, library versions)
@@ -33,7 +33,7 @@ from income_bundle.data import (
 )
 from income_bundle.paths import ARTIFACT_FOLDERS, scenario_dir
 
-__all__ = ["PARAMETERS", "TrainingReport", "current_recipe", "train"]
+__all__ = ["IRIS_REQUEST", "PARAMETERS", "TrainingReport", "current_recipe", "train"]
 
 # Everything that shapes the artifacts; changing a value retrains.
 PARAMETERS: dict[str, Any] = {
@@ -74,7 +74,17 @@ PARAMETERS: dict[str, Any] = {
         "seed": 1,
         "threshold": 0.95,
     },
+    # Seldon's first sample model, on sklearn's bundled iris data (no download).
+    "iris": {
+        "type": "LogisticRegression",
+        "max_iter": 1000,
+        "heldout_fraction": 0.3,
+        "random_state": 0,
+    },
 }
+# A V2 request for iris, one held-out row per class (setosa, versicolor, virginica), beside the
+# income scenarios' requests.
+IRIS_REQUEST = "iris.json"
 # The code that shapes the trained files. The runtime modules only serve them: a change there
 # repackages the folders (artifacts.refresh_runtime_modules) without retraining.
 _RECIPE_MODULES = ("data.py", "scenarios.py", "training.py")
@@ -330,6 +340,43 @@ def train_explainer(classifier, splits):
     return explainer, explanation.anchor, metrics
 
 
+def train_iris():
+    """Scaled logistic regression on sklearn's iris data; accuracy on a stratified held-out set.
+
+    Returns the model, its metrics, the feature and class names, and one held-out row per class.
+    """
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score
+    from sklearn.model_selection import train_test_split
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    params = PARAMETERS["iris"]
+    iris = load_iris()
+    x_train, x_heldout, y_train, y_heldout = train_test_split(
+        iris.data,
+        iris.target,
+        test_size=params["heldout_fraction"],
+        random_state=params["random_state"],
+        stratify=iris.target,
+    )
+    model = Pipeline(
+        [
+            ("scale", StandardScaler()),
+            ("classifier", LogisticRegression(max_iter=params["max_iter"])),
+        ]
+    ).fit(x_train, y_train)
+    metrics = {
+        "accuracy": float(accuracy_score(y_heldout, model.predict(x_heldout))),
+        "heldout_rows": len(y_heldout),
+        "train_rows": len(y_train),
+    }
+    one_per_class = np.stack([x_heldout[y_heldout == label][0] for label in range(3)])
+    names = {"feature_names": list(iris.feature_names), "class_names": list(iris.target_names)}
+    return model, metrics, names, one_per_class
+
+
 def _features_metadata() -> dict[str, Any]:
     return {
         "names": FEATURE_NAMES,
@@ -338,11 +385,12 @@ def _features_metadata() -> dict[str, Any]:
 
 
 def train(*, force: bool = False, root: Path | None = None) -> TrainingReport:
-    """Build the five model folders and the scenario data, unless up to date."""
+    """Build the model folders (five income, one iris) and the scenario data, unless up to date."""
     start = time.perf_counter()
     recipe = current_recipe()
     recipe_key = artifacts.recipe_key(recipe)
     scenario_files = [scenario_dir() / f"{name}.npz" for name in scenarios.SCENARIOS]
+    scenario_files.append(scenario_dir() / IRIS_REQUEST)
     if not force and artifacts.all_fresh(recipe, root) and all(p.is_file() for p in scenario_files):
         metrics = {
             name: (artifacts.read_metadata(artifacts.artifact_dir(name, root)) or {}).get(
@@ -444,6 +492,20 @@ def train(*, force: bool = False, root: Path | None = None) -> TrainingReport:
         {"explainer": PARAMETERS["explainer"]},
         features,
     )
+
+    _progress("training the iris classifier (Seldon's first sample)")
+    iris, iris_metrics, iris_names, iris_rows = train_iris()
+    package(
+        "iris",
+        lambda folder: joblib.dump(iris, folder / "model.joblib"),
+        iris_metrics,
+        {"iris": PARAMETERS["iris"]},
+        {
+            "input_features": {"names": iris_names["feature_names"]},
+            "classes": iris_names["class_names"],
+        },
+    )
+    (scenario_dir() / IRIS_REQUEST).write_text(json.dumps(scenarios.v2_request(iris_rows)) + "\n")
     seconds = time.perf_counter() - start
     _progress(f"done in {seconds:.1f} s")
     return TrainingReport(False, seconds, all_metrics)
