@@ -11,6 +11,9 @@ state for the whole module, so every test starts and ends with an empty batch, a
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 import threading
 from collections.abc import Iterator
 from itertools import count
@@ -284,6 +287,58 @@ def test_the_kserve_image_has_the_cloudevents_sdk_the_runtime_imports():
         if line.startswith("cloudevents==")
     )  # fmt: skip
     assert requirement in pins
+
+
+# SeldonIO/MLServer 1.7.1 Dockerfile: ARG PYTHON_VERSION=3.10.12 (the image's conda Python).
+IMAGE_PYTHON = "3.10"
+_STDLIB_NAMES_CHECK = """
+import ast, importlib, sys
+problems = []
+for path in sys.argv[1:]:
+    for node in ast.walk(ast.parse(open(path).read(), path)):  # parsed as this Python parses
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module.split(".")[0] in sys.stdlib_module_names:
+                module = importlib.import_module(node.module)
+                for alias in node.names:
+                    if not hasattr(module, alias.name):
+                        try:  # a submodule (from importlib import metadata)
+                            importlib.import_module(f"{node.module}.{alias.name}")
+                        except ImportError:
+                            problems.append(f"{path}: from {node.module} import {alias.name}")
+print("\\n".join(problems))
+sys.exit(1 if problems else 0)
+"""
+
+
+def _image_python() -> str | None:
+    """A Python of the image's minor version on this machine (PATH, or pyenv's versions)."""
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    candidates = [shutil.which(f"python{IMAGE_PYTHON}")]
+    candidates += sorted(str(p) for p in pyenv.glob(f"{IMAGE_PYTHON}.*/bin/python{IMAGE_PYTHON}"))
+    for candidate in filter(None, candidates):
+        probe = subprocess.run([candidate, "-c", "import sys; print(sys.version_info[:2])"],
+                               capture_output=True, text=True)  # fmt: skip
+        if probe.returncode == 0 and probe.stdout.strip() == str(
+            tuple(map(int, IMAGE_PYTHON.split(".")))
+        ):
+            return candidate
+    return None
+
+
+def test_the_detector_modules_use_only_what_the_images_python_has():
+    """The detector folders' modules run on the MLServer image's Python 3.10: every name they
+    import from the standard library must exist there (datetime.UTC, for one, is 3.11+)."""
+    python = _image_python()
+    if python is None:
+        pytest.skip(
+            f"no Python {IMAGE_PYTHON} here (PATH or pyenv) to check the image's modules with"
+        )
+    package = Path(income_bundle.__file__).parent
+    modules = [package / "kserve" / "runtime.py", package / "runtimes.py", package / "integrity.py"]
+    result = subprocess.run(
+        [python, "-c", _STDLIB_NAMES_CHECK, *map(str, modules)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_reference_rows_give_no_outlier_event(outlier, scenario):

@@ -2,7 +2,7 @@
 
 Packaging copies this file into the drift and outlier detector folders as `income_cloudevents.py`
 (beside `income_runtimes.py` and `income_integrity.py`), so it is covered by the folder's sha256
-list and imports only what the MLServer image has. Each class is a small subclass of the Seldon
+list and imports only what the MLServer image has (Python 3.10: no `datetime.UTC`). Each class is a small subclass of the Seldon
 path's runtime that adds one REST route, `POST /cloudevents/<model>`, taking what KServe's
 logger posts (a CloudEvent 1.0 whose data is the V2 JSON request, in binary mode; structured mode
 is accepted too) and answering with a CloudEvent, in the request's mode, when it has something
@@ -37,7 +37,7 @@ import json
 import multiprocessing
 import os
 from collections import OrderedDict
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -300,7 +300,7 @@ class _CloudEventsSink:
             "type": self.EVENT_TYPE,
             "source": self._events.source or f"income-bundle/kserve/{self.name}",
             "id": f"{event.get_id()}.{self.name}",
-            "time": datetime.now(UTC),
+            "time": datetime.now(timezone.utc),  # noqa: UP017 (datetime.UTC is 3.11+, the image has 3.10)
             "datacontenttype": "application/json",
             "requestid": event.get_id(),
         }
