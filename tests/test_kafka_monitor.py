@@ -10,14 +10,17 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 from mlserver.grpc import dataplane_pb2
+from prometheus_client.parser import text_string_to_metric_families
 
 from income_bundle.monitoring.kafka_broker import KafkaBroker, missing_tools
 from income_bundle.monitoring.kafka_source import PipelineTaps, translate
@@ -273,23 +276,38 @@ async def produce(bootstrap: str, messages) -> None:
         await producer.stop()
 
 
-def start_source(kafka, store_path: Path) -> subprocess.Popen:
+def start_monitor(kafka, store_path: Path, port: int) -> subprocess.Popen:
+    """The monitor as its own process (`python -m income_bundle.monitoring.service`)."""
+    command = [
+        sys.executable, "-m", "income_bundle.monitoring.service", "--store", str(store_path),
+        "--port", str(port), "--kafka-bootstrap", kafka.bootstrap, "--namespace", NAMESPACE,
+    ]  # fmt: skip
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "income_bundle.monitoring.kafka_source",
-            "--bootstrap",
-            kafka.bootstrap,
-            "--store",
-            str(store_path),
-            "--namespace",
-            NAMESPACE,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def monitor_metrics(port: int) -> dict[tuple[str, tuple], float]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return {}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def kafka_lag(port: int) -> dict[tuple, float]:
+    return {k: v for k, v in monitor_metrics(port).items() if k[0] == "income_monitor_kafka_lag"}
 
 
 def wait_for(condition, timeout_s: float = 120.0) -> None:
@@ -301,22 +319,25 @@ def wait_for(condition, timeout_s: float = 120.0) -> None:
 
 
 @pytest.mark.slow
-def test_kafka_source_survives_kill_9_without_loss_or_duplicates(kafka, tmp_path):
-    """kill -9 of the consumer in the middle of the stream, then a restart: every record exactly."""
+def test_monitor_survives_kill_9_without_loss_or_duplicates(kafka, tmp_path, training_report):
+    """kill -9 of the monitor in the middle of the stream, then a restart: every record exactly,
+    and its metrics show the whole stream read (no lag)."""
     messages, expected, batches = traffic(400, seed=1)
     store_path = tmp_path / "records.sqlite"
     half = len(messages) // 2
     asyncio.run(produce(kafka.bootstrap, messages[:half]))
     reader = SqliteStore(store_path)
-    source = start_source(kafka, store_path)
+    port = free_port()
+    source = start_monitor(kafka, store_path, port)
     try:
         wait_for(lambda: len(reader.requests(PIPELINE)) > 20)
         os.killpg(source.pid, signal.SIGKILL)
         source.wait()
         asyncio.run(produce(kafka.bootstrap, messages[half:]))
-        source = start_source(kafka, store_path)
+        source = start_monitor(kafka, store_path, port)
 
         wait_for(lambda: matches(reader, expected, batches))
+        wait_for(lambda: set(kafka_lag(port).values()) == {0.0} and len(kafka_lag(port)) == 5)
     finally:
         os.killpg(source.pid, signal.SIGTERM)
         source.wait(30)

@@ -9,16 +9,14 @@ nothing is lost and nothing counted twice.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
-import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from mlserver.codecs import NumpyCodec
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from income_bundle.monitoring.seldon_kafka import (
     ERROR_HEADER,
@@ -28,15 +26,9 @@ from income_bundle.monitoring.seldon_kafka import (
     decode_request,
     decode_response,
 )
-from income_bundle.monitoring.store import (
-    DriftBatch,
-    RecordStore,
-    RequestRecord,
-    SqliteStore,
-    StoreWrite,
-)
+from income_bundle.monitoring.store import DriftBatch, RecordStore, RequestRecord, StoreWrite
 
-__all__ = ["KafkaSource", "PipelineTaps", "main", "translate"]
+__all__ = ["KafkaSource", "PipelineTaps", "translate"]
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +141,7 @@ class KafkaSource:
         taps: PipelineTaps | None = None,
         group_id: str = "income-monitor",
         max_records: int = 500,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.store = store
@@ -157,6 +150,19 @@ class KafkaSource:
         self.group_id = group_id
         self.max_records = max_records
         self.messages = 0
+        registry = registry or CollectorRegistry()
+        self.records = Counter(
+            "income_monitor_messages",
+            "Messages the monitor read, by source.",
+            ["source"],
+            registry=registry,
+        )
+        self.lag = Gauge(
+            "income_monitor_kafka_lag",
+            "Messages of a topic not yet read by the monitor's consumer group.",
+            ["topic"],
+            registry=registry,
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         from aiokafka import AIOKafkaConsumer
@@ -186,7 +192,13 @@ class KafkaSource:
                 await consumer.commit(
                     {tp: records[-1].offset + 1 for tp, records in batches.items()}
                 )
-                self.messages += sum(len(records) for records in batches.values())
+                read = sum(len(records) for records in batches.values())
+                self.messages += read
+                self.records.labels("seldon-kafka").inc(read)
+                for tp in batches:
+                    highwater = consumer.highwater(tp)
+                    if highwater is not None:
+                        self.lag.labels(tp.topic).set(highwater - await consumer.position(tp))
         finally:
             await consumer.stop()
 
@@ -201,32 +213,3 @@ class KafkaSource:
             partition=record.partition,
             offset=record.offset,
         )
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Run the Kafka source alone until SIGTERM: `python -m income_bundle.monitoring.kafka_source`."""
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--bootstrap", required=True, help="Kafka bootstrap address, host:port")
-    parser.add_argument("--store", required=True, type=Path, help="SQLite file of the records")
-    parser.add_argument("--namespace", default="seldon-mesh", help="Seldon's namespace in topics")
-    parser.add_argument("--group", default="income-monitor", help="Kafka consumer group")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
-    store = SqliteStore(args.store)
-    source = KafkaSource(args.bootstrap, store, namespace=args.namespace, group_id=args.group)
-
-    async def serve() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await source.run(stop)
-
-    try:
-        asyncio.run(serve())
-    finally:
-        store.close()
-
-
-if __name__ == "__main__":
-    main()

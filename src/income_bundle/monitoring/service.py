@@ -9,11 +9,17 @@ metric names are the ones the alert rules and the dashboard read
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
+import logging
+import signal
+import socket
 import time
 from collections import Counter as Tally
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
@@ -25,9 +31,9 @@ from starlette.routing import Route
 
 from income_bundle.monitoring.feedback import FeedbackError, FeedbackTracker, parse_labels
 from income_bundle.monitoring.labelling import REASONS, LabellingSchema, labelling_rows, write_rows
-from income_bundle.monitoring.store import RecordStore
+from income_bundle.monitoring.store import RecordStore, SqliteStore
 
-__all__ = ["ClassifierInfo", "Monitor", "build_app"]
+__all__ = ["ClassifierInfo", "Monitor", "build_app", "classifier_info", "main"]
 
 DEFAULT_WINDOW_ROWS = 500
 MEDIA_TYPES = {"csv": "text/csv", "jsonl": "application/x-ndjson"}
@@ -42,6 +48,26 @@ class ClassifierInfo:
     reference_shares: list[float]
     feature_names: list[str]
     category_map: dict[int, list[str]]
+
+
+def classifier_info(folder: Path) -> ClassifierInfo:
+    """A classifier's class names, validation label mix and features, from its model folder."""
+    settings = json.loads((folder / "model-settings.json").read_text())
+    metadata = json.loads((folder / "metadata.json").read_text())
+    class_names = ((settings.get("parameters") or {}).get("extra") or {}).get("class_names")
+    positive = (metadata.get("metrics") or {}).get("heldout_positive_rate")
+    if not class_names or len(class_names) != 2 or positive is None:
+        raise ValueError(
+            f"{folder}: the monitor needs a binary classifier whose settings name its classes "
+            "(parameters.extra.class_names) and whose metadata records heldout_positive_rate"
+        )
+    features = metadata.get("input_features") or {}
+    return ClassifierInfo(
+        list(class_names),
+        [1.0 - positive, positive],
+        list(features.get("names") or []),
+        {int(k): v for k, v in (features.get("category_map") or {}).items()},
+    )
 
 
 class Monitor:
@@ -304,3 +330,68 @@ def build_app(monitor: Monitor) -> Starlette:
             Route("/ready", ready, methods=["GET"]),
         ]
     )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the monitor until SIGTERM: its HTTP API and, with --kafka-bootstrap, Seldon's topics."""
+    from income_bundle.monitoring.kafka_source import KafkaSource, PipelineTaps
+    from income_bundle.paths import project_root
+
+    parser = argparse.ArgumentParser(prog="income-monitor", description=main.__doc__)
+    parser.add_argument("--store", type=Path, required=True, help="SQLite file of the records")
+    parser.add_argument("--host", default="127.0.0.1", help="address of the HTTP API")
+    parser.add_argument("--port", type=int, default=9010, help="port of the HTTP API")
+    parser.add_argument("--pipeline", default="income-production", help="the pipeline watched")
+    parser.add_argument(
+        "--classifier",
+        type=Path,
+        default=project_root() / "models" / "income",
+        help="model folder of the pipeline's classifier (class names, label mix, features)",
+    )
+    parser.add_argument("--kafka-bootstrap", help="read Seldon's topics from this Kafka")
+    parser.add_argument("--namespace", default="seldon-mesh", help="Seldon's namespace in topics")
+    parser.add_argument("--group", default="income-monitor", help="Kafka consumer group")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    store = SqliteStore(args.store)
+    monitor = Monitor(store, {args.pipeline: classifier_info(args.classifier)})
+    listening = socket.create_server((args.host, args.port))
+
+    async def serve() -> None:
+        import uvicorn
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        config = uvicorn.Config(build_app(monitor), log_level="warning", lifespan="off")
+        server = uvicorn.Server(config)
+        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        tasks = [asyncio.create_task(server.serve(sockets=[listening]))]
+        if args.kafka_bootstrap:
+            source = KafkaSource(
+                args.kafka_bootstrap,
+                store,
+                namespace=args.namespace,
+                taps=PipelineTaps(pipeline=args.pipeline),
+                group_id=args.group,
+                registry=monitor.registry,
+            )
+            tasks.append(asyncio.create_task(source.run(stop)))
+        stopped = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([*tasks, stopped], return_when=asyncio.FIRST_COMPLETED)
+        stop.set()
+        server.should_exit = True
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            if task is not stopped and task.exception():
+                raise task.exception()
+
+    try:
+        asyncio.run(serve())
+    finally:
+        store.close()
+
+
+if __name__ == "__main__":
+    main()
