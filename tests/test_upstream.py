@@ -585,3 +585,37 @@ def test_the_client_benchmark_runs_and_reports_every_client():
     rows = {line.split("  ")[0]: line.split() for line in result.stdout.splitlines()[1:]}
     assert set(rows) == {"llhttp (current)", "hand-written (HEAD)", "aiohttp"}
     assert all(row[-5] == "20" for row in rows.values()), result.stdout  # calls per client
+
+
+@pytest.mark.parametrize(
+    "reply, name, status, words",
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\n{}", "income", 502, ("malformed HTTP",)),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", "in\ncome", 400, ("refused", "path")),
+    ],
+    ids=["malformed answer", "model name that cannot be sent"],
+)
+def test_the_gateways_forwarder_maps_client_errors_to_clear_statuses(reply, name, status, words):
+    """A malformed answer from MLServer is a 502 naming the model (not a 503 'not reachable'),
+    a request the client refuses to send a 400; a scripted server stands in for MLServer."""
+    from income_bundle.errors import GatewayError
+    from income_bundle.seldon.forwarding import MLServerForwarder
+
+    async def answer(reader, writer):
+        await _read_request(reader)
+        writer.write(reply)
+        await writer.drain()
+
+    async def main():
+        async with scripted_server(answer) as (url, _):
+            forwarder = MLServerForwarder(url)
+            await forwarder.start()
+            with pytest.raises(GatewayError) as caught:
+                await forwarder.infer_bytes(name, b"{}")
+            await forwarder.close()
+            return caught.value
+
+    error = run(main())
+    assert error.status == status, error.message
+    assert f"model {name}:" in error.message or f"model {name!r}:" in error.message
+    assert all(word in error.message for word in words), error.message

@@ -11,7 +11,13 @@ import orjson
 
 from income_bundle.errors import GatewayError
 from income_bundle.seldon.tensors import Tensor, from_json, to_json
-from income_bundle.seldon.upstream import UpstreamClient, UpstreamError, UpstreamResponse
+from income_bundle.seldon.upstream import (
+    RequestRefusedError,
+    UpstreamClient,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamResponse,
+)
 
 __all__ = ["MLServerForwarder", "translate_error"]
 
@@ -55,11 +61,20 @@ class MLServerForwarder:
             raise GatewayError(
                 504, f"model {model} did not answer within {self.timeout_s:g} s"
             ) from None
+        except UpstreamProtocolError as e:
+            log.warning("model %s: MLServer at %s: %s", model, self.base_url, e)
+            raise GatewayError(
+                502,
+                f"model {model}: MLServer at {self.base_url} answered with malformed HTTP; "
+                "the gateway log has the details",
+            ) from e
         except UpstreamError as e:
             log.warning("model %s: MLServer at %s: %s", model, self.base_url, e)
             raise GatewayError(
                 503, f"model {model} is unavailable: MLServer at {self.base_url} is not reachable"
             ) from e
+        except RequestRefusedError as e:  # a model name that cannot be put in a request line
+            raise GatewayError(400, f"model {model!r}: {e}") from e
         if response.status != 200:
             raise GatewayError(*translate_error(model, response.status, response.body))
         return response.body
