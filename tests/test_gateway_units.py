@@ -469,3 +469,20 @@ def test_deeply_nested_data_is_a_400_for_any_target(target):
     assert status == 400, raw
     assert "data nests lists deeper than its shape's 2 dimensions" in json.loads(raw)["error"]
     assert forwarder.calls == []
+
+
+def test_an_internal_error_is_counted_as_a_500():
+    from prometheus_client import generate_latest
+
+    forwarder = StubForwarder()
+    forwarder.fail_with = RuntimeError("boom")
+    gateway = stub_gateway(forwarder)
+    front = RestFront(gateway)
+    body = json.dumps({"inputs": [tensor(ROW, [1, 12])]}).encode()
+    status, _, _ = _infer(front, "income", body)
+    assert status == 500
+    text = generate_latest(gateway.metrics.registry).decode()
+    assert (
+        'seldon_gateway_requests_total{code="500",kind="model",protocol="rest",target="income"} 1.0'
+        in text
+    )

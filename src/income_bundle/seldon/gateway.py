@@ -210,12 +210,12 @@ class Gateway:
         except GatewayError as e:
             record["code"] = e.status
             raise
+        except Exception:
+            record["code"] = 500  # answered as an internal error by the front
+            raise
         finally:
-            if not record.get("counted_elsewhere"):
-                elapsed = time.perf_counter() - started
-                self.metrics.observe(
-                    record["name"], record["kind"], protocol, record["code"], elapsed
-                )
+            elapsed = time.perf_counter() - started
+            self.metrics.observe(record["name"], record["kind"], protocol, record["code"], elapsed)
 
     # -- the operations both fronts call, once per request -----------------------------------
 

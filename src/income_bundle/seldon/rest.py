@@ -117,9 +117,8 @@ class Response:
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
-def json_response(body: Any, status: int = 200, request_id: str | None = None) -> Response:
-    headers = [(REQUEST_ID_HEADER.encode(), request_id.encode())] if request_id else []
-    return Response(orjson.dumps(body), status, headers=headers)
+def json_response(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status)
 
 
 def error_response(status: int, message: str) -> Response:
