@@ -619,3 +619,21 @@ def test_the_gateways_forwarder_maps_client_errors_to_clear_statuses(reply, name
     assert error.status == status, error.message
     assert f"model {name}:" in error.message or f"model {name!r}:" in error.message
     assert all(word in error.message for word in words), error.message
+
+
+def test_the_forwarders_ready_and_metadata_refuse_a_name_that_cannot_be_sent():
+    from income_bundle.errors import GatewayError
+    from income_bundle.seldon.forwarding import MLServerForwarder
+
+    async def main():
+        forwarder = MLServerForwarder("http://127.0.0.1:9")  # nothing is sent
+        await forwarder.start()
+        ready = await forwarder.ready("in\r\ncome")
+        with pytest.raises(GatewayError) as caught:
+            await forwarder.metadata("in\r\ncome")
+        await forwarder.close()
+        return ready, caught.value
+
+    ready, error = run(main())
+    assert ready is False
+    assert error.status == 400 and "refused" in error.message

@@ -88,13 +88,15 @@ class MLServerForwarder:
         path = f"/v2/models/{model}/ready" if model else "/v2/health/ready"
         try:
             return (await self._request("GET", path)).status == 200
-        except (UpstreamError, TimeoutError):
+        except (UpstreamError, TimeoutError, RequestRefusedError):
             return False
 
     async def metadata(self, model: str) -> tuple[int, Any]:
         try:
             response = await self._request("GET", f"/v2/models/{model}")
             return response.status, orjson.loads(response.body)
+        except RequestRefusedError as e:
+            raise GatewayError(400, f"model {model!r}: {e}") from e
         except (UpstreamError, TimeoutError, orjson.JSONDecodeError) as e:
             log.warning("model %s: metadata from MLServer at %s: %r", model, self.base_url, e)
             raise GatewayError(
