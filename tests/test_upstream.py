@@ -637,3 +637,16 @@ def test_the_forwarders_ready_and_metadata_refuse_a_name_that_cannot_be_sent():
     ready, error = run(main())
     assert ready is False
     assert error.status == 400 and "refused" in error.message
+
+
+def test_a_502_is_documented_for_inference_and_unavailable_over_grpc():
+    import grpc
+    import yaml
+
+    from income_bundle.seldon.grpc_front import GRPC_STATUS
+
+    openapi = Path(__file__).resolve().parents[1] / "src/income_bundle/seldon/openapi.yaml"
+    paths = yaml.safe_load(openapi.read_text())["paths"]
+    for path in ("/v2/models/{model_name}/infer", "/v2/pipelines/{pipeline_name}/infer"):
+        assert "502" in paths[path]["post"]["responses"], path
+    assert GRPC_STATUS[502] == grpc.StatusCode.UNAVAILABLE

@@ -27,6 +27,8 @@ GRPC_STATUS = {
     431: grpc.StatusCode.RESOURCE_EXHAUSTED,
     404: grpc.StatusCode.NOT_FOUND,
     500: grpc.StatusCode.INTERNAL,
+    # MLServer answered malformed HTTP; UNAVAILABLE as in grpc's doc/http-grpc-status-mapping.md.
+    502: grpc.StatusCode.UNAVAILABLE,
     503: grpc.StatusCode.UNAVAILABLE,
     504: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
