@@ -243,3 +243,25 @@ def test_helm_refuses_a_node_older_than_a_charts_kube_version(installs, charts, 
     cert_manager = _install(installs, "cert-manager")
     with pytest.raises(RuntimeError, match=r"incompatible with Kubernetes v1\.21\.0"):
         helm_template(helm, charts[cert_manager], cert_manager, "1.21.0")
+
+
+def test_seldon_facts_agree_with_the_pinned_chart_and_monitors(rendered_charts, crd_source):
+    from income_bundle.upstream_checks import SELDON_SERVER_METRICS_PORT, SELDON_SERVER_POD_LABELS
+
+    setup = next(docs for i, docs in rendered_charts.items() if i.chart == "seldon-core-v2-setup")
+    (mlserver,) = [
+        d for d in setup if d["kind"] == "ServerConfig" and d["metadata"]["name"] == "mlserver"
+    ]
+    ports = {
+        port["name"]
+        for container in mlserver["spec"]["podSpec"]["containers"]
+        for port in container.get("ports", [])
+    }
+    assert SELDON_SERVER_METRICS_PORT in ports
+    (monitor,) = yaml.safe_load_all(
+        (crd_source / "seldon-monitors" / "server-podmonitor.yaml").read_text()
+    )
+    assert monitor["spec"]["selector"]["matchLabels"] == SELDON_SERVER_POD_LABELS
+    assert [e["port"] for e in monitor["spec"]["podMetricsEndpoints"]] == [
+        SELDON_SERVER_METRICS_PORT
+    ]
