@@ -194,6 +194,10 @@ async def _read_request(reader: asyncio.StreamReader) -> bytes:
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "malformed answer"),
         (b"HTTP/1.1 200 OK\r\n" + b"X: " + b"y" * 70_000, "header is longer than"),
         (b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 20_000, "header is longer than"),
+        (
+            b"HTTP/1.1 200 OK\r\nX: " + b"y" * 70_000 + b"\r\nContent-Length: 2\r\n\r\nok",
+            "header is longer than",
+        ),
     ],
 )
 def test_broken_answers_are_upstream_errors(reply, message):

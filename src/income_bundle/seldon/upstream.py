@@ -127,8 +127,7 @@ class _Connection(asyncio.Protocol):
             # llhttp bounds nothing itself; until the head ends, every byte fed belongs to it.
             self._head_bytes += len(data)
             if self._head_bytes > MAX_HEAD_BYTES:
-                self._fail(UpstreamProtocolError(
-                    f"the answer's header is longer than {MAX_HEAD_BYTES} bytes"))  # fmt: skip
+                self._fail(self._head_too_long())
 
     def eof_received(self) -> bool:
         if self._answer is not None and self._headers_done and self._until_close:
@@ -154,6 +153,10 @@ class _Connection(asyncio.Protocol):
         self._body_bytes = 0
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # Counted here too: a whole head can arrive in one read, before data_received counts.
+        self._head_bytes += len(name) + len(value)
+        if self._head_bytes > MAX_HEAD_BYTES:
+            raise self._head_too_long()
         self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
@@ -205,6 +208,10 @@ class _Connection(asyncio.Protocol):
         if answer is not None and not answer.done():
             status = self._parser.get_status_code()
             answer.set_result(UpstreamResponse(status, self._headers, b"".join(self._body)))
+
+    @staticmethod
+    def _head_too_long() -> UpstreamProtocolError:
+        return UpstreamProtocolError(f"the answer's header is longer than {MAX_HEAD_BYTES} bytes")
 
     def _too_large(self) -> UpstreamProtocolError:
         return UpstreamProtocolError(
