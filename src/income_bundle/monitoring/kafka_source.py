@@ -142,6 +142,7 @@ class KafkaSource:
         group_id: str = "income-monitor",
         max_records: int = 500,
         registry: CollectorRegistry | None = None,
+        messages: Counter | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.store = store
@@ -151,7 +152,8 @@ class KafkaSource:
         self.max_records = max_records
         self.messages = 0
         registry = registry or CollectorRegistry()
-        self.records = Counter(
+        # The monitor passes its own counter, shared with its other sources.
+        self.records = messages or Counter(
             "income_monitor_messages",
             "Messages the monitor read, by source.",
             ["source"],

@@ -2,9 +2,10 @@
 
 A row is in it when the outlier detector flagged it, or when it was part of a batch the drift
 detector found drifted; each (request, row, reason) once, however often its messages arrived.
-A drift batch carries only the id of its last request (Seldon's BatchProcessor), so its rows are
-matched to the requests whose inputs arrived just before, in order, and the match is checked row
-by row; rows that match no requests are kept with an empty request id.
+A drift batch carries only the id of its last request (Seldon's BatchProcessor; the KServe
+detector's `requestid`), so its rows are matched to the requests whose inputs arrived just
+before, in order; where the judged rows are known (Seldon) the match is checked row by row.
+Rows that match no requests are kept with an empty request id.
 """
 
 from __future__ import annotations
@@ -60,23 +61,25 @@ def batch_members(
 ) -> list[RequestRecord] | None:
     """The requests whose rows make up `batch`, oldest first; None when they cannot be matched."""
     end = position.get(batch.batch_id)
-    if end is None or batch.rows is None:
+    count = len(batch.rows) if batch.rows is not None else batch.row_count
+    if end is None or not count:
         return None
     members: list[RequestRecord] = []
     rows = 0
     index = end
-    while index >= 0 and rows < len(batch.rows):
+    while index >= 0 and rows < count:
         record = requests[index]
         if record.rows is None:
             return None
         members.insert(0, record)
         rows += len(record.rows)
         index -= 1
-    if rows != len(batch.rows):
+    if rows != count:
         return None
-    joined = np.asarray([row for record in members for row in record.rows or []], dtype=float)
-    if not np.array_equal(joined, np.asarray(batch.rows, dtype=float)):
-        return None
+    if batch.rows is not None:  # the rows the detector judged are known: they must be these
+        joined = np.asarray([row for record in members for row in record.rows or []], dtype=float)
+        if not np.array_equal(joined, np.asarray(batch.rows, dtype=float)):
+            return None
     return members
 
 
@@ -139,7 +142,7 @@ def labelling_rows(
     if "drift" in reasons:
         position = {record.request_id: i for i, record in enumerate(requests)}
         for batch in store.drift_batches(pipeline):
-            if not batch.is_drift or batch.rows is None:
+            if not batch.is_drift:
                 continue
             p_values = batch.p_values or []
             drift = {
@@ -154,7 +157,7 @@ def labelling_rows(
             }
             members = batch_members(batch, requests, position)
             if members is None:
-                for index, features in enumerate(batch.rows):
+                for index, features in enumerate(batch.rows or []):
                     rows.append(_row(schema, None, index, features, pipeline, "drift", drift))
                 continue
             for record in members:

@@ -136,6 +136,12 @@ class Monitor:
             ["pipeline"],
             registry=r,
         )
+        self.messages = Counter(
+            "income_monitor_messages",
+            "Messages the monitor read, by source.",
+            ["source"],
+            registry=r,
+        )
         r.register(_LabellingCollector(self))
 
     def _publish(self, pipeline: str) -> None:
@@ -314,6 +320,21 @@ def build_app(monitor: Monitor) -> Starlette:
         lines = await asyncio.to_thread(monitor.traffic, pipeline, **bounds)
         return Response(write_rows(lines, [], "jsonl"), media_type=MEDIA_TYPES["jsonl"])
 
+    async def cloudevents(request: Request) -> Response:
+        """KServe's logger and the detectors' results, through Knative Triggers."""
+        from income_bundle.monitoring.kserve_source import EventError, read_event, translate_event
+
+        body = await request.body()
+        try:
+            event = read_event(dict(request.headers), body)
+            change = translate_event(event)
+        except EventError as e:
+            return _error(e.status, str(e))
+        await asyncio.to_thread(monitor.store.write, change)
+        monitor.messages.labels("kserve-cloudevents").inc()
+        # Knative: 202 with no body is "delivered, no reply".
+        return Response(status_code=202)
+
     async def metrics(_: Request) -> Response:
         body = await asyncio.to_thread(generate_latest, monitor.registry)
         return Response(body, media_type="text/plain; version=0.0.4")
@@ -326,6 +347,7 @@ def build_app(monitor: Monitor) -> Starlette:
             Route("/v2/pipelines/{pipeline}/feedback", feedback, methods=["POST"]),
             Route("/v2/pipelines/{pipeline}/labelling", labelling, methods=["GET"]),
             Route("/v2/pipelines/{pipeline}/traffic", traffic, methods=["GET"]),
+            Route("/cloudevents", cloudevents, methods=["POST"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/ready", ready, methods=["GET"]),
         ]
@@ -376,6 +398,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 taps=PipelineTaps(pipeline=args.pipeline),
                 group_id=args.group,
                 registry=monitor.registry,
+                messages=monitor.messages,
             )
             tasks.append(asyncio.create_task(source.run(stop)))
         stopped = asyncio.create_task(stop.wait())

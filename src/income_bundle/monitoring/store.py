@@ -53,6 +53,7 @@ class DriftBatch:
     is_drift: bool | None = None
     p_values: list[float] | None = None
     threshold: float | None = None
+    row_count: int | None = None  # known without the rows where only the verdict arrives (KServe)
 
 
 @dataclass
@@ -95,7 +96,7 @@ _REQUEST_COLUMNS = (
     "sequence",
 )
 _JSON_COLUMNS = {"rows", "predicted", "outlier_flags", "outlier_scores", "truth", "p_values"}
-_BATCH_COLUMNS = ("pipeline", "time", "rows", "is_drift", "p_values", "threshold")
+_BATCH_COLUMNS = ("pipeline", "time", "rows", "is_drift", "p_values", "threshold", "row_count")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -121,6 +122,7 @@ CREATE TABLE IF NOT EXISTS drift_batches (
     is_drift INTEGER,
     p_values TEXT,
     threshold REAL,
+    row_count INTEGER,
     PRIMARY KEY (pipeline, batch_id)
 );
 CREATE TABLE IF NOT EXISTS sequences (pipeline TEXT PRIMARY KEY, next INTEGER NOT NULL);
