@@ -82,7 +82,9 @@ docs: deps ## Regenerate the README's Ansible variables table from the argument 
 dashboard: deps ## Regenerate the Grafana dashboard monitoring/grafana/income-dashboard.json from its code
 	$(BIN)/python -m income_bundle.monitoring.dashboard --write
 
-ANSIBLE_PLAYBOOK := cd ansible && PATH="$(CURDIR)/$(BIN):$$PATH" ansible-playbook
+# TRITON=1: also run the servers chart's Triton Server and load Seldon's tfsimple1 sample on it.
+TRITON_VARS := $(if $(TRITON),-e seldon_core_triton_enabled=true -e '{"income_pipeline_triton_models": ["tfsimple1"]}')
+ANSIBLE_PLAYBOOK := cd ansible && PATH="$(CURDIR)/$(BIN):$$PATH" ansible-playbook $(TRITON_VARS)
 MESH ?= 127.0.0.1:9080
 KAFKA ?= 127.0.0.1:9092
 SELDON_CLI := build/cluster/bin/seldon
@@ -100,7 +102,13 @@ deploy: deps ## Cluster path: validate seldon-examples/, then load the income Mo
 infer: infer-cluster ## Alias of infer-cluster (make cluster deploy infer)
 
 .PHONY: infer-cluster
-infer-cluster: deps ## Cluster path: the three scenarios through seldon-mesh, with this client and the seldon CLI
+infer-cluster: deps ## Cluster path: Seldon's simple test (iris; tfsimple1 with TRITON=1), then the three scenarios through seldon-mesh, with this client and the seldon CLI
+	@echo "== iris (one held-out row per class: 0 setosa, 1 versicolor, 2 virginica)"
+	$(CLI) infer iris --file data/scenarios/iris.json --url $(MESH)
+	@if curl -sf -o /dev/null -H 'seldon-model: tfsimple1' http://$(MESH)/v2/models/tfsimple1/ready; then \
+	  echo "== tfsimple1 (Triton: OUTPUT0 = INPUT0 + INPUT1, OUTPUT1 = INPUT0 - INPUT1)"; \
+	  $(SELDON_CLI) model infer tfsimple1 --inference-host $(MESH) "$$(cat ansible/roles/income_pipeline/files/tfsimple1-request.json)" || exit 1; \
+	else echo "== tfsimple1 not served (it needs the Triton Server: make cluster deploy TRITON=1)"; fi
 	for scenario in reference low-education outliers; do \
 	  echo "== $$scenario"; \
 	  $(CLI) infer income-production.pipeline --scenario $$scenario --url $(MESH) || exit 1; \

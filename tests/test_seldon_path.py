@@ -8,6 +8,7 @@ read the facts from them.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -286,7 +287,9 @@ sys.exit(1 if args[:2] == {fail_on!r} else 0)
 """
 
 
-def run_cli_mode(tmp_path: Path, fail_on: list[str] | None = None) -> tuple[Any, list[dict], int]:
+def run_cli_mode(
+    tmp_path: Path, fail_on: list[str] | None = None, *extra: str
+) -> tuple[Any, list[dict], int]:
     import json
     import os
     import socket
@@ -311,7 +314,7 @@ def run_cli_mode(tmp_path: Path, fail_on: list[str] | None = None) -> tuple[Any,
          "-e", f"income_pipeline_scheduler_host=127.0.0.1:{port}",
          "-e", f"income_pipeline_cli={bin_dir / 'seldon'}",
          "-e", f"income_pipeline_repo_root={tmp_path / 'repo'}",
-         "-e", "income_pipeline_wait_timeout_s=321"],
+         "-e", "income_pipeline_wait_timeout_s=321", *extra],
         cwd=ANSIBLE, capture_output=True, text=True, timeout=300,
         env={**os.environ, "ANSIBLE_NOCOLOR": "1", "PATH": f"{bin_dir}:{python_bin}:{os.environ['PATH']}"},
     )  # fmt: skip
@@ -327,7 +330,9 @@ def assert_port_closed(port: int) -> None:
 
 
 def test_cli_mode_reaches_the_scheduler_through_a_port_forward_and_waits_long_enough(tmp_path):
-    result, calls, port = run_cli_mode(tmp_path)
+    result, calls, port = run_cli_mode(
+        tmp_path, None, "-e", '{"income_pipeline_triton_models": ["tfsimple1"]}'
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     (forward,) = [c["args"] for c in calls if c["tool"] == "kubectl"]
     # The scheduler Service: seldon-scheduler, port 9004 (operator v2.10.2
@@ -338,13 +343,13 @@ def test_cli_mode_reaches_the_scheduler_through_a_port_forward_and_waits_long_en
     defaults = role_defaults("income_pipeline")
     loads = [a for a in seldon if a[1] == "load"]
     statuses = [a for a in seldon if a[1] == "status"]
-    assert [a[a.index("-f") + 1].rsplit("/", 1)[1] for a in loads] == [
-        f"{m}.yaml"
-        for m in defaults["income_pipeline_models"] + defaults["income_pipeline_pipelines"]
+    models = defaults["income_pipeline_models"] + ["tfsimple1"]
+    files = [Path(a[a.index("-f") + 1]) for a in loads]
+    assert [f.name for f in files] == [
+        f"{m}.yaml" for m in models + defaults["income_pipeline_pipelines"]
     ]
-    assert len(statuses) == len(
-        defaults["income_pipeline_models"] + defaults["income_pipeline_pipelines"]
-    )
+    assert files[len(models) - 1] == ROLES / "income_pipeline" / "files" / "tfsimple1.yaml"
+    assert [a[2] for a in statuses] == models + defaults["income_pipeline_pipelines"]
     for args in loads:
         assert "--force" in args
     for args in statuses:
@@ -523,3 +528,77 @@ def test_cli_built_by_the_user_is_taken_on_any_platform(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:]
     assert url == "file:///opt/seldon"
+
+
+# --- Seldon's simple test on the cluster: iris on MLServer, tfsimple1 on Triton ----------------
+
+TRITON_SAMPLES = ROLES / "income_pipeline" / "files"
+
+
+def test_tfsimple1_is_seldons_sample_and_a_valid_model():
+    from income_bundle.crds import CrdSchemas, find_crd_dir
+
+    manifest = yaml.safe_load((TRITON_SAMPLES / "tfsimple1.yaml").read_text())
+    assert manifest["metadata"]["name"] == "tfsimple1"
+    # samples/models/tfsimple1.yaml at v2.10.2.
+    assert manifest["spec"]["storageUri"] == "gs://seldon-models/triton/simple"
+    assert manifest["spec"]["requirements"] == ["tensorflow"]
+    crd_dir = find_crd_dir(ROOT)
+    if crd_dir is None:
+        pytest.skip("no CRD schemas: set CRD_DIR or put shared/crds beside the checkout")
+    assert CrdSchemas.from_dir(crd_dir).errors(manifest) == []
+    # docs-gb/kubernetes/resources/pipeline.md: two INT32 tensors INPUT0, INPUT1 of shape [1, 16].
+    request = json.loads((TRITON_SAMPLES / "tfsimple1-request.json").read_text())
+    assert [(t["name"], t["datatype"], t["shape"], len(t["data"])) for t in request["inputs"]] == [
+        ("INPUT0", "INT32", [1, 16], 16),
+        ("INPUT1", "INT32", [1, 16], 16),
+    ]
+
+
+def test_sample_models_need_what_their_server_offers():
+    values = yaml.safe_load(
+        (upstream_chart("seldon-core-v2-setup-2.10.2") / "values.yaml").read_text()
+    )
+    # SELDON_SERVER_CAPABILITIES of each ServerConfig (templates/_components-statefulsets.tpl).
+    offers = {
+        server: set(values["serverConfig"][server]["serverCapabilities"].split(","))
+        for server in ("mlserver", "triton")
+    }
+    iris = yaml.safe_load((ROOT / "seldon-examples" / "models" / "iris.yaml").read_text())
+    tfsimple1 = yaml.safe_load((TRITON_SAMPLES / "tfsimple1.yaml").read_text())
+    assert set(iris["spec"]["requirements"]) <= offers["mlserver"]  # the income Server's config
+    assert set(tfsimple1["spec"]["requirements"]) <= offers["triton"]
+    assert not set(tfsimple1["spec"]["requirements"]) <= offers["mlserver"]
+
+
+def test_every_triton_sample_the_role_offers_is_shipped():
+    spec = yaml.safe_load((ROLES / "income_pipeline" / "meta" / "argument_specs.yaml").read_text())
+    choices = spec["argument_specs"]["main"]["options"]["income_pipeline_triton_models"]["choices"]
+    assert choices and all((TRITON_SAMPLES / f"{name}.yaml").is_file() for name in choices)
+
+
+def test_make_infer_runs_seldons_simple_test_before_the_income_scenarios(seldon, tmp_path):
+    """`make infer-cluster` against the local gateway, which speaks what seldon-mesh speaks; a
+    stand-in records the seldon CLI's call (its pipeline infer needs a cluster's scheduler)."""
+    import os
+    import subprocess
+    import sys
+
+    log = tmp_path / "seldon-calls"
+    cli = tmp_path / "seldon"
+    cli.write_text(
+        f"#!{sys.executable}\nimport sys\nopen({str(log)!r}, 'a').write(' '.join(sys.argv[1:3]) + '\\n')\n"
+    )
+    cli.chmod(0o755)
+    result = subprocess.run(
+        ["make", "--no-print-directory", "-o", ".venv/.deps-stamp", "infer-cluster",
+         f"MESH={seldon.http_url.removeprefix('http://')}", f"SELDON_CLI={cli}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env=os.environ.copy(),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    assert out.index("== iris") < out.index("== tfsimple1") < out.index("== reference")
+    assert '{"predict": [[0], [1], [2]]}' in out
+    assert "tfsimple1 not served (it needs the Triton Server: make cluster deploy TRITON=1)" in out
+    assert out.count('"predict"') >= 4 and "== outliers" in out
+    assert log.read_text() == "pipeline infer\n"
