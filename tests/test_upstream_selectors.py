@@ -117,3 +117,20 @@ def test_a_pod_monitor_on_a_label_seldon_never_sets_and_a_wrong_kafka_address_ar
     assert len(problems) == 2
     assert "which the pods of Server mlserver-income do not carry" in problems[0]
     assert "seldon-kafka-bootstrap.seldon-mesh:9092" in problems[1]
+
+
+def test_a_kafka_broker_advertising_a_port_kind_does_not_map_is_caught(rendered, tmp_path):
+    copy = tmp_path / "rendered"
+    shutil.copytree(rendered, copy)
+
+    def advertise_elsewhere(doc):
+        if doc["kind"] == "Kafka":
+            external = doc["spec"]["kafka"]["listeners"][1]["configuration"]
+            external["brokers"][0]["advertisedPort"] = 19093
+            external["bootstrap"]["nodePort"] = 31092
+
+    _edit(copy / "kafka.yaml", advertise_elsewhere)
+    problems = seldon_selector_problems(copy, ROLES)
+    assert len(problems) == 2
+    assert "bootstrap NodePort 31092 is not published by the kind node" in problems[0]
+    assert "advertises port 19093, but kind maps its NodePort 30093 to 9093" in problems[1]

@@ -367,6 +367,28 @@ def seldon_selector_problems(rendered_dir: Path, roles_dir: Path) -> list[str]:
         f"{ecosystem['ecosystem_mesh_namespace']}:{port}"
         for port in plain_ports
     }
+    # The external listener the seldon CLI reads from the host: its NodePorts must be ones kind
+    # publishes, and the broker must advertise the host port kind maps to its NodePort (Strimzi
+    # hands clients the advertised address after bootstrap).
+    (node,) = _documents(rendered_dir / "kind-config.yaml")[0]["nodes"]
+    published = {m["containerPort"]: m["hostPort"] for m in node.get("extraPortMappings", [])}
+    for listener in kafka["spec"]["kafka"]["listeners"]:
+        if listener["type"] != "nodeport":
+            continue
+        configuration = listener.get("configuration", {})
+        bootstrap_port = configuration.get("bootstrap", {}).get("nodePort")
+        if bootstrap_port not in published:
+            problems.append(
+                f"Kafka listener {listener['name']}: bootstrap NodePort {bootstrap_port} is not "
+                f"published by the kind node ({sorted(published)})"
+            )
+        for broker in configuration.get("brokers", []):
+            if published.get(broker.get("nodePort")) != broker.get("advertisedPort"):
+                problems.append(
+                    f"Kafka listener {listener['name']}: broker {broker.get('broker')} advertises "
+                    f"port {broker.get('advertisedPort')}, but kind maps its NodePort "
+                    f"{broker.get('nodePort')} to {published.get(broker.get('nodePort'))}"
+                )
     bootstrap = _defaults(roles_dir, "seldon_core")["seldon_core_kafka_bootstrap"]
     if bootstrap not in expected:
         problems.append(
