@@ -654,3 +654,26 @@ def test_a_502_is_documented_for_inference_and_unavailable_over_grpc():
     for path in ("/v2/models/{model_name}/infer", "/v2/pipelines/{pipeline_name}/infer"):
         assert "502" in paths[path]["post"]["responses"], path
     assert GRPC_STATUS[502] == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_head_under_the_bound_is_taken_however_it_is_split():
+    head = b"HTTP/1.1 200 OK\r\n" + b"X-Long: " + b"y" * 40_000 + b"\r\nContent-Length: 2\r\n\r\n"
+    reply = head + b"ok"
+
+    async def answer(reader, writer):
+        await _read_request(reader)
+        for start in range(0, len(reply), 4096):
+            writer.write(reply[start : start + 4096])
+            await writer.drain()
+            for _ in range(3):  # let the client read this piece on its own
+                await asyncio.sleep(0)
+
+    async def main():
+        async with scripted_server(answer) as (url, _):
+            client = UpstreamClient(url)
+            response = await client.request("POST", "/x", b"{}")
+            await client.close()
+            return response
+
+    response = run(main())
+    assert response.body == b"ok" and len(response.headers["x-long"]) == 40_000

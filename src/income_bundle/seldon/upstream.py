@@ -94,7 +94,8 @@ class _Connection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self._answer: asyncio.Future[UpstreamResponse] | None = None
         self._received = False
-        self._head_bytes = 0
+        self._head_bytes = 0  # raw bytes fed while the head is incomplete
+        self._header_bytes = 0  # names and values llhttp handed over
         self._headers_done = False
         self._until_close = False
         self._headers: dict[str, str] = {}
@@ -146,7 +147,7 @@ class _Connection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         if self._answer is None:
             raise _BytesPastTheAnswerError
-        self._head_bytes = 0
+        self._head_bytes = self._header_bytes = 0
         self._headers_done = False
         self._headers = {}
         self._body = []
@@ -154,8 +155,8 @@ class _Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # Counted here too: a whole head can arrive in one read, before data_received counts.
-        self._head_bytes += len(name) + len(value)
-        if self._head_bytes > MAX_HEAD_BYTES:
+        self._header_bytes += len(name) + len(value)
+        if self._header_bytes > MAX_HEAD_BYTES:
             raise self._head_too_long()
         self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
@@ -188,7 +189,7 @@ class _Connection(asyncio.Protocol):
         self._answer = asyncio.get_running_loop().create_future()
         self._received = False
         self._headers_done = False
-        self._head_bytes = 0
+        self._head_bytes = self._header_bytes = 0
         self.transport.write(request)
         return self._answer
 
