@@ -16,7 +16,7 @@ from income_bundle.seldon.validation import Problem, format_problems, validate_b
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "seldon-examples"
-ARTIFACTS = ("models/income", "models/income-preprocess", "models/income-explainer")
+ARTIFACTS = ("models/income", "models/income-preprocess", "models/income-explainer", "models/iris")
 DETECTORS = ("detectors/income-drift", "detectors/income-outlier")
 # income-preprocess feeds income-outlier: the one data dependency of the real bundle.
 OUTLIER = {"name": "income-outlier", "inputs": ["income-preprocess"]}
@@ -84,7 +84,14 @@ def reported(problems: list[Problem], where: str, phrase: str) -> bool:
 def test_real_bundle_has_no_problems(crds):
     bundle = load_bundle(EXAMPLES, ROOT)
     assert set(bundle.pipelines) == {"income-production", "income-v1", "income-v2"}
-    assert len(bundle.models) == 5
+    assert set(bundle.models) == {
+        "iris",
+        "income-preprocess",
+        "income",
+        "income-drift",
+        "income-outlier",
+        "income-explainer",
+    }
     assert validate_bundle(bundle, crds) == []
 
 
@@ -393,7 +400,7 @@ INVALID = [
         [pipeline("income-classifier")],
         "pipeline p, step income-classifier, name",
         "no Model named 'income-classifier' in the bundle: a step runs the Model of its name "
-        "(Models: income, income-drift, income-explainer, income-outlier, income-preprocess)",
+        "(Models: income, income-drift, income-explainer, income-outlier, income-preprocess, iris)",
         id="step-without-model",
     ),
     # 14. Named tensors exist in the model's model-settings.json.
