@@ -578,6 +578,10 @@ def _fast_case(**changes) -> dict:
         (_fast_case(tensor_data=["39"] + [1] * 23), False),
         (_fast_case(tensor_data=[None] + [1] * 23), False),
         (_fast_case(tensor_data=[1e400] + [1] * 23), False),
+        (_fast_case(tensor_data=[1e39] + [1] * 23), False),  # beyond FP32
+        (_fast_case(tensor_datatype="FP64", tensor_data=[1e39] + [1] * 23), True),
+        (_fast_case(tensor_datatype="INT64", tensor_data=[39.5] + [1] * 23), False),
+        (_fast_case(id="a\nb"), False),
         (_fast_case(tensor_data=[39, 99] + [1] * 22), False),  # Workclass code out of range
         (_fast_case(tensor_data=[39, 1.5] + [1] * 22), False),  # not an integer code
         (_fast_case(tensor_data=[39, -1] + [1] * 22), False),

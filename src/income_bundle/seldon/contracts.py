@@ -83,7 +83,7 @@ class ModelContract:
         if not set(map(type, data)) <= _FAST_NUMBERS:
             return False
         X = np.array(data, dtype=np.float64).reshape(shape)
-        if not np.isfinite(X).all() or range_problem(datatype, X.ravel()) is not None:
+        if not _numbers_fit(datatype, X):
             return False
         if self.category_sizes:
             columns, sizes = self._category_arrays()
@@ -142,6 +142,22 @@ class ModelContract:
 _FAST_BODY_KEYS = {"id", "inputs", "parameters", "outputs"}
 _FAST_TENSOR_KEYS = {"name", "datatype", "shape", "data", "parameters"}
 _FAST_NUMBERS = {int, float}
+
+
+# The largest finite value of each float datatype: one reduction tells finite and in range.
+_FLOAT_PEAKS = {
+    "FP16": float(np.finfo(np.float16).max),
+    "FP32": float(np.finfo(np.float32).max),
+    "FP64": float(np.finfo(np.float64).max),
+}
+
+
+def _numbers_fit(datatype: str, X: np.ndarray) -> bool:
+    """Finite and within the datatype's range, cheaply for floats (NaN and inf fail `<=`)."""
+    peak = _FLOAT_PEAKS.get(datatype)
+    if peak is not None:
+        return bool(np.abs(X).max() <= peak)
+    return bool(np.isfinite(X).all()) and range_problem(datatype, X.ravel()) is None
 
 
 def _fast_extras_ok(body: dict[str, Any]) -> bool:
