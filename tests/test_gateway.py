@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -120,12 +120,14 @@ def test_reference_to_a_named_pipeline_input(seldon, scenario):
 
 def test_asynchronous_step_does_not_delay_the_response(seldon, scenario):
     X = scenario["reference"].X[:4]
-    started = time.perf_counter()
-    routed(seldon, "slow-async.pipeline").infer("m", X)
-    answered = time.perf_counter() - started
-    explained = inspect(http(seldon), "slow-async.income-explainer.outputs.explanation", wait_s=30)
+    outputs = routed(seldon, "slow-async.pipeline").infer("m", X)
+    # Answered before the explainer ran: its four anchors (seconds) are still being searched.
+    reference = "slow-async.income-explainer.outputs.explanation"
+    at_answer = inspect(http(seldon), reference, wait_s=0)
+    assert at_answer["counters"]["async_processed"] == 0 and at_answer["tensors"] == []
+    assert outputs["predict"].shape == (4, 1)
+    explained = inspect(http(seldon), reference, wait_s=30)
     assert len(explained["tensors"][0]["data"]) == 4
-    assert answered < 1.0  # four anchors take seconds; the classifier alone is milliseconds
 
 
 def test_inspect_reads_pipeline_and_step_data(seldon, scenario):
@@ -202,13 +204,12 @@ def test_invalid_bundle_refuses_to_start_and_lists_every_problem(tmp_path, seldo
     text = production.read_text().replace("- income-preprocess\n", "- income-preproces\n")
     production.write_text(text.replace("size: 20", "size: 0"))
     cli = str(Path(sys.executable).with_name("income-bundle"))
-    started = time.perf_counter()
     result = subprocess.run(
-        [cli, "serve", "--bundle", str(bundle), "--http-port", "0", "--grpc-port", "0"],
+        [cli, "serve", "--bundle-dir", str(bundle), "--http-port", "0", "--grpc-port", "0"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 1
-    assert time.perf_counter() - started < 60  # refused before MLServer starts
+    assert "starting MLServer" not in result.stdout  # refused before MLServer starts
     assert "nothing was started" in result.stderr
     assert "income-preproces" in result.stderr and "batch.size" in result.stderr
 
@@ -225,22 +226,20 @@ def impatient_seldon(training_report, seldon_bundle):
 
 def test_slow_model_times_out_and_dead_mlserver_is_unavailable(impatient_seldon, scenario):
     explainer = routed(impatient_seldon, "income-explainer")
-    started = time.perf_counter()
     with pytest.raises(V2Error) as error:
         explainer.infer("m", scenario["reference"].X[:10])  # ten anchors: several seconds
     assert error.value.status == "504" and "did not answer within 1 s" in error.value.message
-    assert time.perf_counter() - started < 3
 
     pid = impatient_seldon.mlserver_pid()
     assert pid
+    exited = os.pidfd_open(pid)  # readable once the process has exited: no sleep to wait
     os.killpg(pid, signal.SIGKILL)
-    time.sleep(0.5)
+    assert select.select([exited], [], [], 60)[0], "MLServer outlived SIGKILL"
+    os.close(exited)
     for protocol in ("rest", "grpc"):
-        started = time.perf_counter()
         with pytest.raises(V2Error) as error:
             routed(impatient_seldon, "income-production.pipeline", protocol).infer(
                 "m", scenario["reference"].X[:2]
             )
         assert error.value.status in ("503", "StatusCode.UNAVAILABLE")
         assert "unavailable" in error.value.message
-        assert time.perf_counter() - started < 3
