@@ -7,11 +7,11 @@ cluster, so `make test` only collects it.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from income_bundle.client import V2Client
@@ -50,14 +50,28 @@ def test_scenario_through_income_production(scenario, outliers_at_least, outlier
     assert outliers_at_least <= int(outputs["is_outlier"].sum()) <= outliers_at_most
 
 
+def test_iris_first_then_the_income_models():
+    """Seldon's simple test: the iris model on the income MLServer Server."""
+    import json
+
+    from income_bundle.paths import scenario_dir
+    from income_bundle.training import IRIS_REQUEST
+
+    (tensor,) = json.loads((scenario_dir() / IRIS_REQUEST).read_text())["inputs"]
+    rows = np.asarray(tensor["data"], dtype=float).reshape(tensor["shape"])
+    outputs = V2Client(MESH, "rest", headers={"seldon-model": "iris"}).infer("iris", rows)
+    assert outputs["predict"].ravel().tolist() == [0, 1, 2]
+
+
 def test_seldon_cli_reads_the_drift_verdict():
-    if not SELDON_CLI.is_file() and not shutil.which("seldon"):
+    if not SELDON_CLI.is_file():
         pytest.skip("no seldon CLI (make cluster downloads it)")
-    cli = str(SELDON_CLI) if SELDON_CLI.is_file() else "seldon"
     kafka = os.environ.get("SELDON_KAFKA", "127.0.0.1:9092")
+    # make inspect-cluster: the mesh namespace's topics, the scheduler through a port-forward.
     result = subprocess.run(
-        [cli, "pipeline", "inspect", "income-production.income-drift.outputs.is_drift", "--kafka-broker", kafka],
-        capture_output=True, text=True, timeout=60,
+        ["make", "--no-print-directory", "inspect-cluster", f"KAFKA={kafka}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "seldon.seldon-mesh.model.income-drift.outputs" in result.stdout
     assert "is_drift" in result.stdout
