@@ -47,14 +47,6 @@ from .conformance.targets import (
 )
 
 MODEL_PATHS = ["mlserver-rest", "mlserver-grpc", "gateway-rest", "gateway-grpc"]
-PIPELINE_METADATA = pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason="pipeline tensor metadata: issue 13, gateway"
-)
-GRPC_MODEL_METADATA = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="gRPC ModelMetadata without outputs, platform 'mlserver': issue 13, gateway",
-)
 
 
 def assert_matches_declared(returned: Tensors, declared: Tensors, rows: int, where: str) -> None:
@@ -138,8 +130,7 @@ def inputs(scenario, mlserver):
 def _model_route_params():
     for route in MODEL_PATHS:
         for model in MODELS:
-            marks = [GRPC_MODEL_METADATA] if route == "gateway-grpc" else []
-            yield pytest.param(route, model, id=f"{route}-{model}", marks=marks)
+            yield pytest.param(route, model, id=f"{route}-{model}")
 
 
 @pytest.mark.parametrize(("route", "model"), list(_model_route_params()))
@@ -155,8 +146,7 @@ def test_model_metadata_is_what_its_settings_declare(routes, route, model):
 @pytest.mark.parametrize("route", MODEL_PATHS)
 @pytest.mark.parametrize("model", MODELS)
 def test_model_outputs_are_what_its_metadata_declares(routes, inputs, route, model):
-    # The metadata over REST of the same server: the gateway's gRPC ModelMetadata lacks outputs
-    # (shown by the test above).
+    # The metadata over REST of the same server (gRPC ModelMetadata says the same: the test above).
     same_server_rest = routes[route.rsplit("-", 1)[0] + "-rest"]
     declared = tensors(same_server_rest.metadata(model)["outputs"])
     input_name, datatype, X = inputs[model]
@@ -175,7 +165,6 @@ def test_pipeline_outputs_are_what_their_steps_declare(routes, inputs, route, pi
 
 @pytest.mark.parametrize("route", ["gateway-rest", "gateway-grpc"])
 @pytest.mark.parametrize("pipeline", PIPELINES)
-@PIPELINE_METADATA
 def test_pipeline_outputs_are_what_its_metadata_declares(routes, inputs, route, pipeline):
     target = pipeline + PIPELINE_SUFFIX
     metadata = routes[route].metadata(target)
