@@ -8,8 +8,9 @@ import json
 import numpy as np
 import requests
 
-from income_bundle.paths import ARTIFACT_FOLDERS, artifact_dir, project_root
+from income_bundle.paths import ARTIFACT_FOLDERS, artifact_dir, project_root, scenario_dir
 from income_bundle.seldon.bundle import TensorRef, load_bundle
+from income_bundle.training import IRIS_REQUEST
 
 ROOT = project_root()
 MODELS = sorted(ARTIFACT_FOLDERS)
@@ -61,8 +62,10 @@ def target_inputs(
 ) -> dict[str, tuple[str, str, np.ndarray]]:
     """Per target (model, or `<pipeline>.pipeline`): its input's name, datatype and rows for it.
 
-    The outlier detector reads the preprocessor's output, so its rows come from the preprocessor
-    at `http_url` (the gateway when `routed`, by the seldon-model header; else MLServer).
+    Rows are picked by the declared width: the income features X, the preprocessor's output (asked
+    of the preprocessor at `http_url`: the gateway when `routed`, else MLServer) for the outlier
+    detector, iris's sample request. Failures here raise RuntimeError, not AssertionError, so that
+    an xfail(raises=AssertionError) test cannot pass off a broken setup as the expected failure.
     """
     headers = {"seldon-model": "income-preprocess"} if routed else {}
     response = requests.post(
@@ -71,13 +74,20 @@ def target_inputs(
         headers=headers,
         timeout=60,
     )
-    assert response.status_code == 200, response.text
+    if response.status_code != 200:
+        raise RuntimeError(f"income-preprocess: {response.status_code} {response.text}")
     (transform,) = response.json()["outputs"]
     features = np.asarray(transform["data"], dtype=np.float64).reshape(transform["shape"])
+    (iris,) = json.loads((scenario_dir() / IRIS_REQUEST).read_text())["inputs"]
+    iris_rows = np.asarray(iris["data"], dtype=np.float64).reshape(iris["shape"])
+    rows_by_width = {rows.shape[1]: rows for rows in (X, features, iris_rows)}
     inputs = {}
     for model in MODELS:
         (declared,) = settings_of(model)["inputs"]
-        rows = features if declared["shape"][1] == features.shape[1] else X
+        width = declared["shape"][1]
+        if width not in rows_by_width:
+            raise RuntimeError(f"model {model}: no sample rows of width {width}; add some here")
+        rows = rows_by_width[width]
         if model == "income-explainer":
             rows = rows[:EXPLAINER_ROWS]
         inputs[model] = (declared["name"], declared["datatype"], rows)
