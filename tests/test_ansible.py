@@ -190,6 +190,7 @@ def test_argument_specs_reject_a_wrong_type_for_every_variable(tmp_path):
     result = run(
         [str(BIN / "ansible-playbook"), str(ROOT / "tests" / "ansible" / "argument_specs.yaml"),
          "-e", f"cases={tmp_path / 'cases.json'}", "-e", f"results={tmp_path / 'results.json'}"],
+        timeout=900,  # one play over every variable of every role: over 300 s on a busy 2-core machine
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-2000:]
     results = json.loads((tmp_path / "results.json").read_text())
