@@ -137,6 +137,10 @@ inspect-cluster: ## Cluster path: the drift detector's latest verdict, read from
 test-cluster: deps ## Cluster path: end-to-end scenarios against a live cluster (MESH=host:port)
 	SELDON_MESH=$(MESH) $(BIN)/python -m pytest tests/test_cluster_live.py -v
 
+.PHONY: sim-cluster
+sim-cluster: deps ## Simulated cluster on loopback until Ctrl-C: real kube-apiserver v1.33.1 and etcd, kwok's simulated nodes, no container runs (the first run builds them with Go)
+	$(BIN)/python -m income_bundle.simcluster
+
 KSERVE_INGRESS_PORT ?= 8080
 KSERVE_NAMESPACE := income-kserve
 

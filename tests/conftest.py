@@ -107,3 +107,15 @@ def rendered(tmp_path_factory):
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     return directory
+
+
+@pytest.fixture(scope="session")
+def sim_cluster():
+    """The simulated cluster (real kube-apiserver and etcd, kwok's simulated kubelets), once per
+    session. Skips naming what is missing (Go, to build the binaries once)."""
+    from income_bundle.simcluster import SimCluster, unavailable_reason
+
+    if reason := unavailable_reason():
+        pytest.skip(reason)
+    with SimCluster() as cluster:
+        yield cluster

@@ -45,6 +45,10 @@ class ServerProcess:
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
+    def exited(self) -> bool:
+        """Whether the process was started and has ended on its own (not by `stop`)."""
+        return self._process is not None and self._process.poll() is not None
+
     def log_tail(self, lines: int = 40) -> str:
         if not self.log_path.exists():
             return ""
