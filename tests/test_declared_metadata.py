@@ -26,11 +26,16 @@ from __future__ import annotations
 
 import json
 
+import joblib
 import numpy as np
 import pytest
 import requests
 import tritonclient.grpc as triton_grpc
 from google.protobuf.json_format import MessageToDict
+
+from income_bundle.kserve.manifests import local_detector
+from income_bundle.paths import artifact_dir
+from income_bundle.server import MLServer
 
 from .conformance.targets import (
     MODELS,
@@ -47,6 +52,7 @@ from .conformance.targets import (
 )
 
 MODEL_PATHS = ["mlserver-rest", "mlserver-grpc", "gateway-rest", "gateway-grpc"]
+KSERVE_DETECTORS = ["income-drift", "income-outlier"]
 
 
 def assert_matches_declared(returned: Tensors, declared: Tensors, rows: int, where: str) -> None:
@@ -176,9 +182,52 @@ def test_pipeline_outputs_are_what_its_metadata_declares(routes, inputs, route, 
     assert_matches_declared(returned, declared, ROWS, f"pipeline {pipeline} via {route}")
 
 
-@pytest.mark.parametrize("model", ["income-drift", "income-outlier"])
+@pytest.mark.parametrize("model", KSERVE_DETECTORS)
 def test_kserve_detectors_declare_what_the_seldon_detectors_declare(model):
     kserve = json.loads((ROOT / "kserve" / "detectors" / model / "model-settings.json").read_text())
     seldon = settings_of(model)
     for key in ("name", "platform", "inputs", "outputs"):
         assert kserve[key] == seldon[key], key
+
+
+@pytest.fixture(scope="module")
+def kserve_detectors(training_report):
+    """Each KServe detector's MLServer as its Knative Service starts it (kserve/detectors.yaml)."""
+    servers = {}
+    try:
+        for model in KSERVE_DETECTORS:
+            local = local_detector(model)
+            servers[model] = MLServer(
+                models={model: local.folder},
+                parallel_workers=local.parallel_workers,
+                extra_env=local.env,
+            ).start()
+        yield servers
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+@pytest.mark.parametrize("model", KSERVE_DETECTORS)
+def test_kserve_detector_outputs_are_what_its_metadata_declares(
+    kserve_detectors, scenario, model, protocol
+):
+    server = kserve_detectors[model]
+    route = Route(f"kserve-{protocol}", server.http_url, server.grpc_address)
+    try:
+        settings = json.loads(
+            (ROOT / "kserve" / "detectors" / model / "model-settings.json").read_text()
+        )
+        metadata = route.metadata(model)
+        assert tensors(metadata["outputs"]) == tensors(settings["outputs"])
+        (declared_input,) = settings["inputs"]
+        X = scenario["reference"].X[:ROWS]
+        if declared_input["name"] == "transform":  # the outlier detector reads preprocessed rows
+            preprocessor = joblib.load(artifact_dir("income-preprocess") / "model.joblib")
+            X = np.asarray(preprocessor.transform(X), dtype=np.float64)
+        returned = route.infer(model, declared_input["name"], declared_input["datatype"], X)
+        declared = tensors(metadata["outputs"])
+        assert_matches_declared(returned, declared, ROWS, f"KServe {model} via {protocol}")
+    finally:
+        route.grpc.close()
