@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
-__all__ = ["FeedbackError", "FeedbackTracker", "WindowStats", "parse_labels"]
+__all__ = ["FeedbackError", "FeedbackMetrics", "FeedbackTracker", "WindowStats", "parse_labels"]
 
 DEFAULT_WINDOW_ROWS = 500
 # Below this many labelled rows the window says too little to test (chi-squared needs a few
@@ -94,3 +95,55 @@ class FeedbackTracker:
             expected = self.reference_shares * rows
             p_value = float(chisquare(counts, expected).pvalue)
         return WindowStats(rows, float(np.mean(truth == predicted)), shares, p_value)
+
+
+class FeedbackMetrics:
+    """The feedback series the alert rules and the dashboard read, by pipeline."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        def counter(name: str, doc: str, *labels: str) -> Counter:
+            return Counter(name, doc, ["pipeline", *labels], registry=registry)
+
+        def gauge(name: str, doc: str, *labels: str) -> Gauge:
+            return Gauge(name, doc, ["pipeline", *labels], registry=registry)
+
+        self.rows = counter("income_feedback_rows", "Rows labelled through feedback.")
+        self.correct = counter(
+            "income_feedback_correct", "Labelled rows the classifier had predicted right."
+        )
+        self.labels = counter(
+            "income_feedback_labels", "Labels received through feedback, by class.", "class"
+        )
+        self.accuracy = gauge(
+            "income_feedback_accuracy",
+            "Accuracy over the newest labelled rows (see income_feedback_window_rows).",
+        )
+        self.window_rows = gauge(
+            "income_feedback_window_rows", "Labelled rows in the rolling feedback window."
+        )
+        self.label_share = gauge(
+            "income_feedback_label_share",
+            "Share of each class among the labels in the rolling window.",
+            "class",
+        )
+        self.target_p_value = gauge(
+            "income_target_drift_p_value",
+            "Chi-squared p-value of the window's label mix against the validation data's.",
+        )
+
+    def labelled(
+        self, pipeline: str, labels: Sequence[int], correct: int, class_names: Sequence[str]
+    ) -> None:
+        self.rows.labels(pipeline).inc(len(labels))
+        self.correct.labels(pipeline).inc(correct)
+        for index in labels:
+            self.labels.labels(pipeline, class_names[index]).inc()
+
+    def publish(self, pipeline: str, stats: WindowStats) -> None:
+        self.window_rows.labels(pipeline).set(stats.rows)
+        if stats.accuracy is not None:
+            self.accuracy.labels(pipeline).set(stats.accuracy)
+        for name, share in stats.label_shares.items():
+            self.label_share.labels(pipeline, name).set(share)
+        if stats.target_drift_p_value is not None:
+            self.target_p_value.labels(pipeline).set(stats.target_drift_p_value)

@@ -27,9 +27,15 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter
 
-from income_bundle.monitoring.feedback import FeedbackError, FeedbackTracker, parse_labels
+from income_bundle.monitoring.feedback import (
+    FeedbackError,
+    FeedbackMetrics,
+    FeedbackTracker,
+    parse_labels,
+)
+from income_bundle.monitoring.labelling import DRIFT_COLUMNS, LabellingSchema
 from income_bundle.seldon.engine import StepResult
 from income_bundle.seldon.tensors import Tensor
 
@@ -76,16 +82,6 @@ class _PipelineState:
     class_names: list[str] = field(default_factory=list)
 
 
-DRIFT_COLUMNS = ("drift_batch", "drifting_features", "drift_min_p_value")
-
-
-def labelling_columns(feature_names: Sequence[str]) -> list[str]:
-    return [
-        "request_id", "row", "timestamp", "pipeline", "reason", *feature_names,
-        "prediction", "outlier_score", "is_outlier", *DRIFT_COLUMNS,
-    ]  # fmt: skip
-
-
 class PipelineMonitor:
     """An engine observer; also answers feedback. One per gateway."""
 
@@ -116,7 +112,7 @@ class PipelineMonitor:
         self._labelling = open(labelling, "a", newline="")  # noqa: SIM115
         self._labelling_csv = csv.writer(self._labelling)
         if new:
-            self._labelling_csv.writerow(labelling_columns(self.feature_names))
+            self._labelling_csv.writerow(LabellingSchema(self.feature_names, {}, ()).columns)
             self._labelling.flush()
         self._metrics(registry)
 
@@ -133,48 +129,7 @@ class PipelineMonitor:
             ["pipeline"],
             registry=registry,
         )
-        self.feedback_rows = Counter(
-            "income_feedback_rows",
-            "Rows labelled through feedback.",
-            ["pipeline"],
-            registry=registry,
-        )
-        self.feedback_correct = Counter(
-            "income_feedback_correct",
-            "Labelled rows the classifier had predicted right.",
-            ["pipeline"],
-            registry=registry,
-        )
-        self.feedback_labels = Counter(
-            "income_feedback_labels",
-            "Labels received through feedback, by class.",
-            ["pipeline", "class"],
-            registry=registry,
-        )
-        self.accuracy = Gauge(
-            "income_feedback_accuracy",
-            "Accuracy over the newest labelled rows (see income_feedback_window_rows).",
-            ["pipeline"],
-            registry=registry,
-        )
-        self.window_size = Gauge(
-            "income_feedback_window_rows",
-            "Labelled rows in the rolling feedback window.",
-            ["pipeline"],
-            registry=registry,
-        )
-        self.label_share = Gauge(
-            "income_feedback_label_share",
-            "Share of each class among the labels in the rolling window.",
-            ["pipeline", "class"],
-            registry=registry,
-        )
-        self.target_p_value = Gauge(
-            "income_target_drift_p_value",
-            "Chi-squared p-value of the window's label mix against the validation data's.",
-            ["pipeline"],
-            registry=registry,
-        )
+        self.feedback_metrics = FeedbackMetrics(registry)
 
     def close(self) -> None:
         for handle in (self._traffic, self._feedback_log, self._labelling):
@@ -270,18 +225,9 @@ class PipelineMonitor:
         record.truth = labels
         correct = sum(t == p for t, p in zip(labels, record.predicted, strict=True))
         state.tracker.add(labels, record.predicted)
-        self.feedback_rows.labels(pipeline).inc(len(labels))
-        self.feedback_correct.labels(pipeline).inc(correct)
-        for index in labels:
-            self.feedback_labels.labels(pipeline, state.class_names[index]).inc()
+        self.feedback_metrics.labelled(pipeline, labels, correct, state.class_names)
         stats = state.tracker.stats()
-        self.window_size.labels(pipeline).set(stats.rows)
-        if stats.accuracy is not None:
-            self.accuracy.labels(pipeline).set(stats.accuracy)
-        for name, share in stats.label_shares.items():
-            self.label_share.labels(pipeline, name).set(share)
-        if stats.target_drift_p_value is not None:
-            self.target_p_value.labels(pipeline).set(stats.target_drift_p_value)
+        self.feedback_metrics.publish(pipeline, stats)
         line = {"request_id": request_id, "timestamp": time.time(), "truth": labels}
         self._feedback_log.write(orjson.dumps(line) + b"\n")
         self._feedback_log.flush()
@@ -348,17 +294,7 @@ class PipelineMonitor:
         self.labelled_rows.labels(record.pipeline, reason).inc(len(rows))
 
     def _decode(self, features: Sequence[Any]) -> list[Any]:
-        decoded = []
-        for column, value in enumerate(features):
-            names = self.category_map.get(column)
-            if names is not None and float(value).is_integer() and 0 <= int(value) < len(names):
-                decoded.append(names[int(value)])
-            elif float(value).is_integer():
-                decoded.append(int(value))
-            else:
-                decoded.append(value)
-        decoded += [""] * (len(self.feature_names) - len(decoded))
-        return decoded
+        return LabellingSchema(self.feature_names, self.category_map, ()).decode(features)
 
 
 def _feature_rows(inputs: list[Tensor]) -> list[list[Any]]:

@@ -22,14 +22,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from income_bundle.monitoring.feedback import FeedbackError, FeedbackTracker, parse_labels
+from income_bundle.monitoring.feedback import (
+    FeedbackError,
+    FeedbackMetrics,
+    FeedbackTracker,
+    parse_labels,
+)
 from income_bundle.monitoring.labelling import REASONS, LabellingSchema, labelling_rows, write_rows
 from income_bundle.monitoring.store import RecordStore, SqliteStore
 
@@ -97,45 +102,7 @@ class Monitor:
 
     def _metrics(self) -> None:
         r = self.registry
-        self.feedback_rows = Counter(
-            "income_feedback_rows", "Rows labelled through feedback.", ["pipeline"], registry=r
-        )
-        self.feedback_correct = Counter(
-            "income_feedback_correct",
-            "Labelled rows the classifier had predicted right.",
-            ["pipeline"],
-            registry=r,
-        )
-        self.feedback_labels = Counter(
-            "income_feedback_labels",
-            "Labels received through feedback, by class.",
-            ["pipeline", "class"],
-            registry=r,
-        )
-        self.accuracy = Gauge(
-            "income_feedback_accuracy",
-            "Accuracy over the newest labelled rows (see income_feedback_window_rows).",
-            ["pipeline"],
-            registry=r,
-        )
-        self.window_size = Gauge(
-            "income_feedback_window_rows",
-            "Labelled rows in the rolling feedback window.",
-            ["pipeline"],
-            registry=r,
-        )
-        self.label_share = Gauge(
-            "income_feedback_label_share",
-            "Share of each class among the labels in the rolling window.",
-            ["pipeline", "class"],
-            registry=r,
-        )
-        self.target_p_value = Gauge(
-            "income_target_drift_p_value",
-            "Chi-squared p-value of the window's label mix against the validation data's.",
-            ["pipeline"],
-            registry=r,
-        )
+        self.feedback_metrics = FeedbackMetrics(r)
         self.messages = Counter(
             "income_monitor_messages",
             "Messages the monitor read, by source.",
@@ -145,14 +112,7 @@ class Monitor:
         r.register(_LabellingCollector(self))
 
     def _publish(self, pipeline: str) -> None:
-        stats = self.trackers[pipeline].stats()
-        self.window_size.labels(pipeline).set(stats.rows)
-        if stats.accuracy is not None:
-            self.accuracy.labels(pipeline).set(stats.accuracy)
-        for name, share in stats.label_shares.items():
-            self.label_share.labels(pipeline, name).set(share)
-        if stats.target_drift_p_value is not None:
-            self.target_p_value.labels(pipeline).set(stats.target_drift_p_value)
+        self.feedback_metrics.publish(pipeline, self.trackers[pipeline].stats())
 
     def feedback(self, pipeline: str, request_id: object, truth: object) -> dict[str, Any]:
         """Record the true labels of one request's rows; idempotent for the same labels."""
@@ -192,10 +152,7 @@ class Monitor:
         correct = sum(t == p for t, p in zip(labels, record.predicted, strict=True))
         tracker = self.trackers[pipeline]
         tracker.add(labels, record.predicted)
-        self.feedback_rows.labels(pipeline).inc(len(labels))
-        self.feedback_correct.labels(pipeline).inc(correct)
-        for index in labels:
-            self.feedback_labels.labels(pipeline, info.class_names[index]).inc()
+        self.feedback_metrics.labelled(pipeline, labels, correct, info.class_names)
         self._publish(pipeline)
         stats = tracker.stats()
         return {
