@@ -35,13 +35,6 @@ KSERVE_SDK_CLIENT = CONFORMANCE / "kserve_sdk_client.py"
 # Outputs that differ from call to call: OutlierVAE scores sampled reconstructions; checked for
 # name, datatype and shape only.
 STOCHASTIC = {("income-outlier", "instance_score")}
-# MLServer's answer to a JSON model request passes through unchanged, so per-output binary_data
-# (JSON inputs, binary outputs asked for by name) comes back as JSON.
-BINARY_OUTPUTS_OF_JSON_MODEL_REQUESTS = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="binary_data outputs asked of a JSON model request come back as JSON: issue 13, gateway",
-)
 
 
 class Answer(dict):
@@ -162,11 +155,7 @@ def test_tritonclient_http_binary_inputs(seldon, inputs, reference, target):
     assert_same_answer(answer, reference[target], target, "tritonclient HTTP binary inputs")
 
 
-@pytest.mark.parametrize(
-    "target",
-    [pytest.param(t, marks=BINARY_OUTPUTS_OF_JSON_MODEL_REQUESTS) for t in MODELS]
-    + [t for t in TARGETS if t not in MODELS],
-)
+@pytest.mark.parametrize("target", TARGETS)
 def test_tritonclient_http_binary_outputs(seldon, inputs, reference, target):
     answer = triton_http_answer(seldon, target, inputs, binary_inputs=False, binary_outputs=True)
     assert_same_answer(answer, reference[target], target, "tritonclient HTTP binary outputs")

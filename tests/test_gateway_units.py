@@ -217,6 +217,25 @@ def test_binary_output_only_where_asked():
     assert result.as_numpy("is_outlier") is not None
 
 
+def test_binary_outputs_of_a_json_model_request():
+    """JSON inputs (the fast path forwards them unparsed) with outputs asked for in binary form."""
+    front = RestFront(stub_gateway(StubForwarder()))
+    body, headers = _triton_body(ROWS, binary_in=False, outputs=[("predict", True)])
+    assert not headers  # JSON inputs: no binary header, the model request goes through as is
+    status, answer_headers, raw = asyncio.run(
+        _calls(
+            front,
+            [("POST", "/v2/models/m/infer", body, {"seldon-model": "income", **JSON_HEADERS})],
+        )
+    )[0]
+    assert status == 200, raw
+    assert answer_headers["content-type"] == "application/octet-stream"
+    result = _triton_result(raw, answer_headers)
+    (output,) = result.get_response()["outputs"]
+    assert "data" not in output and output["parameters"]["binary_data_size"] > 0
+    assert result.as_numpy("predict").shape == (2, 1)
+
+
 def _binary(json_part: dict, data: bytes, length: int | None = None):
     header = json.dumps(json_part).encode()
     return header + data, {

@@ -121,14 +121,22 @@ class InferRequest:
             extra["id"] = self.id
         return extra
 
+    def _requested(self) -> tuple[dict[str, Any], list[Any]]:
+        """The request's parameters and requested outputs, read from the body when it has one:
+        a model request on the fast path is checked without being decoded."""
+        if self.body is None or self._decoded:
+            return self.parameters, self.outputs
+        parameters = self.body.get("parameters")
+        outputs = self.body.get("outputs")
+        return (
+            parameters if isinstance(parameters, dict) else {},
+            outputs if isinstance(outputs, list) else [],
+        )
+
     def wants_binary(self) -> bool:
         """Whether any output is to be answered in the binary extension's form."""
-        body = self.body or {}
-        parameters = body.get("parameters")
-        if isinstance(parameters, dict) and parameters.get(BINARY_OUTPUT) is True:
-            return True
-        outputs = body.get("outputs")
-        return isinstance(outputs, list) and any(
+        parameters, outputs = self._requested()
+        return parameters.get(BINARY_OUTPUT) is True or any(
             isinstance(o, dict)
             and isinstance(o.get("parameters"), dict)
             and o["parameters"].get("binary_data") is True
@@ -137,10 +145,16 @@ class InferRequest:
 
     def binary_for(self, output: str) -> bool:
         """An output's own `binary_data` wins over the request's `binary_data_output`."""
-        for item in self.outputs:
-            if item["name"] == output and "binary_data" in item.get("parameters", {}):
+        parameters, outputs = self._requested()
+        for item in outputs:
+            if (
+                isinstance(item, dict)
+                and item.get("name") == output
+                and isinstance(item.get("parameters"), dict)
+                and "binary_data" in item["parameters"]
+            ):
                 return item["parameters"]["binary_data"] is True
-        return self.parameters.get(BINARY_OUTPUT) is True
+        return parameters.get(BINARY_OUTPUT) is True
 
 
 @dataclass
