@@ -133,21 +133,26 @@ def _version_ldflags() -> str:
     )
 
 
+GO_JOBS_ENV = "INCOME_BUNDLE_GO_JOBS"
+
+
 def build_binaries(log: Callable[[str], None] = print) -> Path:
-    """Build whatever binary of these versions is missing (one at a time, one compile job: the
-    machines this runs on are shared) and return their directory."""
+    """Build whatever binary of these versions is missing (one at a time, one compile job unless
+    $INCOME_BUNDLE_GO_JOBS says more: developers' machines are shared) and return their directory."""
     target = binary_dir()
     target.mkdir(parents=True, exist_ok=True)
     if reason := unavailable_reason():
         raise SimClusterError(reason)
     module_dir = project_root() / GO_MODULE_DIR
+    # One compile job unless told otherwise (CI, alone on its machine, uses every core).
+    jobs = os.environ.get(GO_JOBS_ENV, "1")
     # One build at a time per cache, across processes (make sim-cluster and pytest may race).
     with (target.parent / ".build.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         for name in _missing_binaries():
             package = BINARIES[name]
             partial = target / f".{name}.partial"
-            env = {**os.environ, "GOFLAGS": "-p=1 -trimpath", "GOMAXPROCS": "1"}
+            env = {**os.environ, "GOFLAGS": f"-p={jobs} -trimpath", "GOMAXPROCS": jobs}
             ldflags = "-s -w" + ("" if name in ("etcd", "kwok") else " " + _version_ldflags())
             started = time.monotonic()
             log(f"building {name} ({package}) into {target} ...")
@@ -156,7 +161,7 @@ def build_binaries(log: Callable[[str], None] = print) -> Path:
                 # checksum database); GOBIN receives it, so build into a scratch dir and move it.
                 scratch = Path(tempfile.mkdtemp(dir=target.parent))
                 command = ["go", "install", "-ldflags", ldflags, package]
-                env |= {"GOBIN": str(scratch), "GOFLAGS": "-p=1 -trimpath"}
+                env |= {"GOBIN": str(scratch), "GOFLAGS": f"-p={jobs} -trimpath"}
                 cwd, built = tempfile.gettempdir(), scratch / "kwok"
             else:
                 command = [
