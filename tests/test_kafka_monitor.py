@@ -1,7 +1,7 @@
 """The monitor's Seldon source against a real Apache Kafka broker (KRaft, the version Strimzi runs).
 
 Messages are built field by field the way Seldon Core v2.10.2 writes them (protobuf types from
-MLServer's copy of the V2 dataplane, keys and headers as scheduler/pkg/kafka writes them), so the
+the V2 dataplane, keys and headers as scheduler/pkg/kafka writes them), so the
 test checks the reading side against Seldon's format rather than against our own writer.
 """
 
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mlserver.grpc import dataplane_pb2
 from prometheus_client.parser import text_string_to_metric_families
+from tritonclient.grpc import service_pb2 as dataplane_pb2
 
 from income_bundle.monitoring.kafka_broker import KafkaBroker, missing_tools
 from income_bundle.monitoring.kafka_source import PipelineTaps, translate
@@ -398,3 +398,37 @@ def test_offsets_are_committed_only_after_the_store_commits(kafka, tmp_path):
     asyncio.run(consume(store, lambda: matches(store, expected, batches)))
     assert stored(store) == (expected, sorted(batches))
     store.close()
+
+
+def test_messages_read_the_same_with_mlservers_dataplane_protobuf():
+    """The V2 messages are the same bytes whichever copy of the proto builds them: MLServer's
+    dataplane_pb2 (Seldon's v2_dataplane.proto, package inference) parses what the monitor reads.
+    In a child process: protobuf's default pool takes only one `inference` package per process."""
+    rows = np.arange(24, dtype=np.float32).reshape(2, 12)
+    request = seldon_request(rows)
+    response = seldon_response("income-outlier", {"instance_score": ("FP64", [1, 2], [0.5, 2.5])})
+    script = (
+        "import sys\n"
+        "from mlserver.grpc import dataplane_pb2 as pb\n"
+        "from mlserver.grpc.converters import ModelInferRequestConverter as Q, ModelInferResponseConverter as R\n"
+        "from mlserver.codecs import NumpyCodec as C\n"
+        "req = pb.ModelInferRequest(); req.ParseFromString(bytes.fromhex(sys.argv[1]))\n"
+        "res = pb.ModelInferResponse(); res.ParseFromString(bytes.fromhex(sys.argv[2]))\n"
+        "print(C.decode_input(Q.to_types(req).inputs[0]).tolist())\n"
+        "print(C.decode_output(R.to_types(res).outputs[0]).tolist())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, request.hex(), response.hex()],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    got_rows, got_scores = map(eval, result.stdout.splitlines())
+    message = as_message(
+        NAMER.topic("pipeline", PIPELINE, "inputs"), b"k", request, headers("r", step=False)
+    )
+    (record,) = translate(message, NAMER, TAPS).requests
+    assert record.rows == got_rows == rows.tolist()
+    message = as_message(
+        NAMER.topic("model", "income-outlier", "outputs"), b"k", response, headers("r", step=True)
+    )
+    (record,) = translate(message, NAMER, TAPS).requests
+    assert record.outlier_scores == got_scores[0] == [0.5, 2.5]

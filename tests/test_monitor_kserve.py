@@ -3,16 +3,18 @@ income_bundle.kserve.runtime send them, posted to the monitor on a real uvicorn.
 
 from __future__ import annotations
 
+import ast
 import csv
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from cloudevents.v1.conversion import to_binary
 from cloudevents.v1.http import CloudEvent
 
-from income_bundle.kserve import runtime as detector_runtime
+import income_bundle
 from income_bundle.monitoring import kserve_source
 from income_bundle.monitoring.service import Monitor
 from income_bundle.monitoring.store import SqliteStore
@@ -23,10 +25,23 @@ SERVICE = "income"
 
 
 def test_event_types_are_the_detectors_and_kserves():
-    assert kserve_source.REQUEST_EVENT_TYPE == detector_runtime.REQUEST_EVENT_TYPE
-    assert kserve_source.RESPONSE_EVENT_TYPE == detector_runtime.RESPONSE_EVENT_TYPE
-    assert kserve_source.DRIFT_EVENT_TYPE == detector_runtime.DRIFT_EVENT_TYPE
-    assert kserve_source.OUTLIER_EVENT_TYPE == detector_runtime.OUTLIER_EVENT_TYPE
+    # Read from the runtime's source: importing it loads MLServer's protobufs, which clash with
+    # tritonclient's in one process.
+    source = Path(income_bundle.__file__).parent / "kserve" / "runtime.py"
+    constants = {
+        node.targets[0].id: node.value.value
+        for node in ast.parse(source.read_text()).body
+        if isinstance(node, ast.Assign)
+        and isinstance(node.targets[0], ast.Name)
+        and isinstance(node.value, ast.Constant)
+    }
+    for name in (
+        "REQUEST_EVENT_TYPE",
+        "RESPONSE_EVENT_TYPE",
+        "DRIFT_EVENT_TYPE",
+        "OUTLIER_EVENT_TYPE",
+    ):
+        assert getattr(kserve_source, name) == constants[name]
 
 
 def detector_event(ce_type: str, request_id: str, source: str, data: dict):

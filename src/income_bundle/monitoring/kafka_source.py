@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from mlserver.codecs import NumpyCodec
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from income_bundle.monitoring.seldon_kafka import (
@@ -27,6 +26,7 @@ from income_bundle.monitoring.seldon_kafka import (
     decode_response,
 )
 from income_bundle.monitoring.store import DriftBatch, RecordStore, RequestRecord, StoreWrite
+from income_bundle.seldon.tensors import Tensor
 
 __all__ = ["KafkaSource", "PipelineTaps", "translate"]
 
@@ -58,8 +58,8 @@ class PipelineTaps:
         ]
 
 
-def _tensors(items: Sequence) -> dict[str, np.ndarray]:
-    return {item.name: NumpyCodec.decode_input(item) for item in items}
+def _tensors(tensors: Sequence[Tensor]) -> dict[str, np.ndarray]:
+    return {t.name: np.asarray(t.data).reshape(t.shape) for t in tensors}
 
 
 def _rows(array: np.ndarray) -> list[list[float]]:
@@ -83,7 +83,7 @@ def translate(message: SeldonMessage, namer: TopicNamer, taps: PipelineTaps) -> 
     time = message.timestamp_ms / 1000
     version = message.header(PIPELINE_VERSION_HEADER)
     if topic.kind == "pipeline" and topic.direction == "inputs":
-        inputs = _tensors(decode_request(message.value).inputs)
+        inputs = _tensors(decode_request(message.value))
         if taps.features in inputs:
             change.requests.append(
                 RequestRecord(
@@ -96,7 +96,7 @@ def translate(message: SeldonMessage, namer: TopicNamer, taps: PipelineTaps) -> 
                 )
             )
     elif topic.kind == "pipeline":
-        outputs = _tensors(decode_response(message.value).outputs)
+        outputs = _tensors(decode_response(message.value))
         record = RequestRecord(request_id, pipeline, pipeline_version=version)
         if taps.prediction in outputs:
             record.predicted = [int(v) for v in _flat(outputs[taps.prediction])]
@@ -104,7 +104,7 @@ def translate(message: SeldonMessage, namer: TopicNamer, taps: PipelineTaps) -> 
             record.outlier_flags = [int(v) for v in _flat(outputs[taps.outlier_flag])]
         change.requests.append(record)
     elif topic.name == taps.outlier_model and topic.direction == "outputs":
-        outputs = _tensors(decode_response(message.value).outputs)
+        outputs = _tensors(decode_response(message.value))
         record = RequestRecord(request_id, pipeline)
         if taps.outlier_score in outputs:
             record.outlier_scores = [float(v) for v in _flat(outputs[taps.outlier_score])]
@@ -112,12 +112,12 @@ def translate(message: SeldonMessage, namer: TopicNamer, taps: PipelineTaps) -> 
             record.outlier_flags = [int(v) for v in _flat(outputs[taps.outlier_flag])]
         change.requests.append(record)
     elif topic.name == taps.drift_model and topic.direction == "inputs":
-        inputs = _tensors(decode_request(message.value).inputs)
+        inputs = _tensors(decode_request(message.value))
         if taps.features in inputs:
             rows = _rows(inputs[taps.features])
             change.drift_batches.append(DriftBatch(request_id, pipeline, time=time, rows=rows))
     elif topic.name == taps.drift_model:
-        outputs = _tensors(decode_response(message.value).outputs)
+        outputs = _tensors(decode_response(message.value))
         batch = DriftBatch(request_id, pipeline, time=time)
         if taps.drift_verdict in outputs:
             batch.is_drift = bool(_flat(outputs[taps.drift_verdict])[0])

@@ -30,9 +30,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from mlserver.grpc import dataplane_pb2
-from mlserver.grpc.converters import ModelInferRequestConverter, ModelInferResponseConverter
-from mlserver.types import InferenceRequest, InferenceResponse
+# The V2 dataplane messages as the gateway's gRPC front has them. Seldon's v2_dataplane.proto,
+# MLServer's and Triton's grpc_service.proto share package `inference` and field numbers, so the
+# bytes are the same; one process can load only one of them into protobuf's default pool.
+from tritonclient.grpc import service_pb2
+
+from income_bundle.seldon.tensors import Tensor, from_grpc_request, from_grpc_response
 
 __all__ = [
     "PIPELINE_HEADER",
@@ -43,8 +46,6 @@ __all__ = [
     "TopicNamer",
     "decode_request",
     "decode_response",
-    "encode_request",
-    "encode_response",
     "pipeline_key",
 ]
 
@@ -129,26 +130,18 @@ class SeldonMessage:
         return self.header(PIPELINE_HEADER)
 
 
-def encode_request(request: InferenceRequest, model_name: str, model_version: str = "") -> bytes:
-    return ModelInferRequestConverter.from_types(
-        request, model_name=model_name, model_version=model_version
-    ).SerializeToString()
-
-
-def decode_request(value: bytes) -> InferenceRequest:
-    message = dataplane_pb2.ModelInferRequest()
+def decode_request(value: bytes) -> list[Tensor]:
+    """The input tensors of a serialised V2 `ModelInferRequest`."""
+    message = service_pb2.ModelInferRequest()
     message.ParseFromString(value)
-    return ModelInferRequestConverter.to_types(message)
+    return from_grpc_request(message)[0]
 
 
-def encode_response(response: InferenceResponse) -> bytes:
-    return ModelInferResponseConverter.from_types(response).SerializeToString()
-
-
-def decode_response(value: bytes) -> InferenceResponse:
-    message = dataplane_pb2.ModelInferResponse()
+def decode_response(value: bytes) -> list[Tensor]:
+    """The output tensors of a serialised V2 `ModelInferResponse`."""
+    message = service_pb2.ModelInferResponse()
     message.ParseFromString(value)
-    return ModelInferResponseConverter.to_types(message)
+    return from_grpc_response(message)
 
 
 def seldon_headers(

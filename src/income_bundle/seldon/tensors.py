@@ -203,14 +203,23 @@ def decode_raw(raw: bytes, datatype: str, where: str) -> list[Any]:
 
 def from_grpc_request(request: Any) -> tuple[list[Tensor], dict[str, Any]]:
     """Tensors and parameters of a `ModelInferRequest` (tritonclient's or MLServer's protobuf)."""
+    tensors = _from_grpc(request.inputs, list(request.raw_input_contents), "inputs")
+    return tensors, _parameters(request.parameters)
+
+
+def from_grpc_response(response: Any) -> list[Tensor]:
+    """The output tensors of a `ModelInferResponse`."""
+    return _from_grpc(response.outputs, list(response.raw_output_contents), "outputs")
+
+
+def _from_grpc(items: Any, raw_contents: list[bytes], kind: str) -> list[Tensor]:
     tensors = []
-    raw_contents = list(request.raw_input_contents)
-    if raw_contents and len(raw_contents) != len(request.inputs):
+    if raw_contents and len(raw_contents) != len(items):
         raise TensorError(
-            f"the request has {len(request.inputs)} inputs but {len(raw_contents)} raw contents"
+            f"the message has {len(items)} {kind} but {len(raw_contents)} raw contents"
         )
-    for index, item in enumerate(request.inputs):
-        where = f"inputs[{index}] ({item.name!r})"
+    for index, item in enumerate(items):
+        where = f"{kind}[{index}] ({item.name!r})"
         if item.datatype not in DATATYPES:
             raise TensorError(f"{where}: datatype {item.datatype!r} is not a V2 datatype")
         if raw_contents:
@@ -221,7 +230,7 @@ def from_grpc_request(request: Any) -> tuple[list[Tensor], dict[str, Any]]:
         tensors.append(
             Tensor(item.name, item.datatype, list(item.shape), data, _parameters(item.parameters))
         )
-    return tensors, _parameters(request.parameters)
+    return tensors
 
 
 def _parameters(parameters: Any) -> dict[str, Any]:
