@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_deploy_targets_validate_before_ansible(target, validate):
     # -n prints the recipe; -o skips the deps prerequisite so only the target's own lines show.
     result = subprocess.run(
-        ["make", "-n", "-o", ".venv/.deps-stamp", "-o", "deps", target],
+        ["make", "--no-print-directory", "-n", "-o", ".venv/.deps-stamp", "-o", "deps", target],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

@@ -171,6 +171,10 @@ def _current(obj: dict) -> dict[str, str]:
     }
 
 
+# API answers a real controller retries: gone, conflict, throttled, server busy or failing.
+_RETRIED = {404, 409, 429, 500, 503, 504}
+
+
 class StandInControllers:
     """Runs every stand-in against a cluster in a background thread until stopped.
 
@@ -206,7 +210,8 @@ class StandInControllers:
                     stand_in.group, stand_in.version, stand_in.plural
                 )
             except self._exceptions.ApiException as error:
-                if error.status == 404:  # the CRD is not installed (yet)
+                # 404: the CRD is not installed (yet); the others pass, as a controller retries.
+                if error.status in _RETRIED:
                     continue
                 raise
             for obj in listed["items"]:
@@ -230,14 +235,21 @@ class StandInControllers:
                 ],
             }
         }
-        self._api.patch_namespaced_custom_object_status(
-            stand_in.group,
-            stand_in.version,
-            metadata["namespace"],
-            stand_in.plural,
-            metadata["name"],
-            body,
-        )
+        try:
+            self._api.patch_namespaced_custom_object_status(
+                stand_in.group,
+                stand_in.version,
+                metadata["namespace"],
+                stand_in.plural,
+                metadata["name"],
+                body,
+            )
+        except self._exceptions.ApiException as error:
+            # Deleted or changed since listed, or the API server busy: next round, as a
+            # controller's work queue requeues.
+            if error.status in _RETRIED:
+                return
+            raise
         self.patched.append((stand_in.kind, metadata["namespace"], metadata["name"]))
 
     def _run(self) -> None:
