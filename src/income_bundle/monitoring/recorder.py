@@ -15,6 +15,7 @@ written whole and flushed before the call returns.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import time
@@ -236,12 +237,7 @@ class PipelineMonitor:
             "rows": len(labels),
             "correct": correct,
             "duplicate": False,
-            "window": {
-                "rows": stats.rows,
-                "accuracy": stats.accuracy,
-                "label_shares": stats.label_shares,
-                "target_drift_p_value": stats.target_drift_p_value,
-            },
+            "window": dataclasses.asdict(stats),
         }
 
     # -- helpers -----------------------------------------------------------------------------

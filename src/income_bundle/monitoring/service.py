@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import signal
@@ -160,12 +161,7 @@ class Monitor:
             "rows": len(labels),
             "correct": correct,
             "duplicate": False,
-            "window": {
-                "rows": stats.rows,
-                "accuracy": stats.accuracy,
-                "label_shares": stats.label_shares,
-                "target_drift_p_value": stats.target_drift_p_value,
-            },
+            "window": dataclasses.asdict(stats),
         }
 
     def _truth(self, request_id: str) -> list[int] | None:

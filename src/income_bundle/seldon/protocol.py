@@ -26,6 +26,7 @@ from income_bundle.seldon.tensors import (
     decode_raw,
     encode_raw,
     from_json,
+    to_json,
 )
 
 __all__ = [
@@ -176,20 +177,8 @@ class InferResult:
             "model_name": self.name,
             "id": self.id,
             "parameters": {},
-            "outputs": [_tensor_json(t) for t in self.outputs or []],
+            "outputs": [to_json(t) for t in self.outputs or []],
         }
-
-
-def _tensor_json(tensor: Tensor) -> dict[str, Any]:
-    item: dict[str, Any] = {
-        "name": tensor.name,
-        "datatype": tensor.datatype,
-        "shape": tensor.shape,
-        "data": tensor.data,
-    }
-    if tensor.parameters:
-        item["parameters"] = tensor.parameters
-    return item
 
 
 def parse_json(raw: bytes) -> Any:
