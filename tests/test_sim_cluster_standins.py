@@ -131,3 +131,21 @@ def test_the_income_models_and_pipelines_reach_the_conditions_the_role_waits_for
             "-n", "stand-ins", "wait", kind.lower(), "--all", f"--for=condition={condition}",
             "--timeout=60s", timeout_s=90,
         )  # fmt: skip
+
+
+def test_a_server_gets_the_status_fields_its_crd_requires(sim_cluster, controllers):
+    # The Server CRD's scale subresource requires status.replicas/selector (and loadedModels):
+    # a stand-in writing conditions alone is refused with 422, as the real operator would not be.
+    server = {
+        "apiVersion": "mlops.seldon.io/v1alpha1",
+        "kind": "Server",
+        "metadata": {"name": "scaled", "namespace": "stand-ins"},
+        "spec": {"serverConfig": "mlserver", "minReplicas": 2},
+    }
+    assert not sim_cluster.server_side_apply([server])
+    sim_cluster.kubectl(
+        "-n", "stand-ins", "wait", "server/scaled", "--for=condition=Ready",
+        "--timeout=60s", timeout_s=90,
+    )  # fmt: skip
+    status = sim_cluster.get_json("-n", "stand-ins", "server", "scaled")["status"]
+    assert (status["replicas"], status["selector"]) == (2, "seldon-server-name=scaled")

@@ -24,7 +24,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-__all__ = ["STAND_INS", "StandIn", "StandInControllers", "seldon_runtime_conditions"]
+__all__ = [
+    "STAND_INS",
+    "StandIn",
+    "StandInControllers",
+    "StandInError",
+    "seldon_runtime_conditions",
+]
 
 READY = "Ready"
 
@@ -46,6 +52,30 @@ def _all_true(*dependents: str) -> Callable[[dict], dict[str, str]]:
         return {**dict.fromkeys(dependents, "True"), READY: "True"}
 
     return conditions
+
+
+def _validated_replicas(spec: dict) -> int:
+    """operator/internal/utils.go GetValidatedScalingSpec: replicas if set (>= 0), else a
+    positive minReplicas, else 1."""
+    replicas, minimum = spec.get("replicas"), spec.get("minReplicas")
+    if replicas is not None and replicas >= 0:
+        return replicas
+    if minimum is not None and minimum > 0:
+        return minimum
+    return 1
+
+
+def seldon_server_fields(server: dict) -> dict:
+    """server_controller.go: status.replicas from the validated scaling spec and status.selector
+    from the StatefulSet reconciler's GetLabelSelector (`seldon-server-name=<name>`); the Server
+    CRD requires both and loadedModels (no omitempty in server_types.go), so a status without
+    them is refused. loadedModels is the operator's own value before the scheduler reports a load:
+    no model runs here."""
+    return {
+        "loadedModels": 0,
+        "replicas": _validated_replicas(server.get("spec") or {}),
+        "selector": f"seldon-server-name={server['metadata']['name']}",
+    }
 
 
 def seldon_runtime_conditions(runtime: dict) -> dict[str, str]:
@@ -77,6 +107,8 @@ class StandIn:
     kind: str
     conditions: Callable[[dict], dict[str, str]]
     source: str
+    # Status fields the real controller writes beside the conditions (ones the CRD requires).
+    fields: Callable[[dict], dict] = lambda _: {}
 
 
 STAND_INS = (
@@ -105,7 +137,8 @@ STAND_INS = (
         "servers",
         "Server",
         _all_true("StatefulSetOrDeploymentReady"),
-        "seldon-core v2.10.2 server_types.go serverConditionSet",
+        "seldon-core v2.10.2 server_types.go serverConditionSet, server_controller.go",
+        seldon_server_fields,
     ),
     StandIn(
         "Seldon operator 2.10.2",
@@ -175,6 +208,10 @@ def _current(obj: dict) -> dict[str, str]:
 _RETRIED = {404, 409, 429, 500, 503, 504}
 
 
+class StandInError(RuntimeError):
+    """The API server refused a stand-in for a reason a controller would not retry."""
+
+
 class StandInControllers:
     """Runs every stand-in against a cluster in a background thread until stopped.
 
@@ -213,7 +250,10 @@ class StandInControllers:
                 # 404: the CRD is not installed (yet); the others pass, as a controller retries.
                 if error.status in _RETRIED:
                     continue
-                raise
+                raise StandInError(
+                    f"listing {stand_in.plural}.{stand_in.group}/{stand_in.version} refused "
+                    f"({error.status} {error.reason}): {error.body}"
+                ) from error
             for obj in listed["items"]:
                 self._reconcile(stand_in, obj)
 
@@ -222,12 +262,18 @@ class StandInControllers:
         if metadata.get("deletionTimestamp"):
             return
         wanted = stand_in.conditions(obj)
+        fields = stand_in.fields(obj)
         status = obj.get("status") or {}
-        if _current(obj) == wanted and status.get("observedGeneration") == metadata["generation"]:
+        if (
+            _current(obj) == wanted
+            and status.get("observedGeneration") == metadata["generation"]
+            and all(status.get(key) == value for key, value in fields.items())
+        ):
             return
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         body = {
             "status": {
+                **fields,
                 "observedGeneration": metadata["generation"],
                 "conditions": [
                     {"type": kind, "status": value, "lastTransitionTime": now}
@@ -249,7 +295,10 @@ class StandInControllers:
             # controller's work queue requeues.
             if error.status in _RETRIED:
                 return
-            raise
+            raise StandInError(
+                f"{stand_in.kind} {metadata['namespace']}/{metadata['name']}: status patch "
+                f"refused ({error.status} {error.reason}): {error.body}"
+            ) from error
         self.patched.append((stand_in.kind, metadata["namespace"], metadata["name"]))
 
     def _run(self) -> None:
