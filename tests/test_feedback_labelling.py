@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -269,6 +270,17 @@ def test_cli_feedback_and_labelling_export(monitored, scenario, tmp_path):
         exported = list(csv.DictReader(handle))
     expected = [r for r in labelled(monitored) if r["reason"] == "outlier"]
     assert exported == expected and exported
+    parquet = tmp_path / "flagged.parquet"
+    done = subprocess.run(
+        [cli, "labelling", "--state-dir", str(state_dir(monitored)), "--out", str(parquet),
+         "--reason", "outlier"],
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    table = pyarrow.parquet.read_table(parquet)
+    assert table.column_names == list(expected[0])
+    assert [{k: str(v) for k, v in row.items()} for row in table.to_pylist()] == expected
     missing = subprocess.run(
         [cli, "labelling", "--state-dir", str(tmp_path / "none"), "--out", str(out)],
         capture_output=True,

@@ -11,6 +11,7 @@ import threading
 import urllib.error
 import urllib.request
 
+import pyarrow.parquet
 import pytest
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
@@ -167,6 +168,11 @@ def test_labelling_dataset_holds_each_flagged_row_once(store, served):
     assert metric(served, "income_labelling_rows_total", pipeline=PIPELINE, reason="drift") == len(
         drift
     )
+    status, body = served.call(
+        "GET", f"/v2/pipelines/{PIPELINE}/labelling?format=parquet&reason=drift"
+    )
+    assert status == 200
+    assert pyarrow.parquet.read_table(io.BytesIO(body)).to_pylist() == drift
     for query, message in (("format=xml", b"format 'xml'"), ("reason=odd", b"reason 'odd'")):
         status, body = served.call("GET", f"/v2/pipelines/{PIPELINE}/labelling?{query}")
         assert status == 400 and message in body

@@ -409,7 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=project_root() / "build" / "state",
         help="the gateway's state dir (default: %(default)s)",
     )
-    labelling.add_argument("--out", type=Path, required=True, help="a .csv or .jsonl file")
+    labelling.add_argument(
+        "--out", type=Path, required=True, help="a .csv, .jsonl or .parquet file"
+    )
     labelling.add_argument(
         "--reason", action="append", choices=["outlier", "drift"], help="only these reasons"
     )

@@ -166,12 +166,28 @@ def labelling_rows(
     return rows
 
 
+FORMATS = ("csv", "jsonl", "parquet")
+
+
 def write_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str) -> bytes:
-    """CSV (with a header) or JSON Lines."""
+    """CSV (with a header), JSON Lines, or Parquet (column types inferred from the rows; with no
+    rows, every named column as a string)."""
     if fmt == "jsonl":
         return "".join(json.dumps(row) + "\n" for row in rows).encode()
+    if fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        names = list(columns) or (list(rows[0]) if rows else [])
+        if rows:
+            table = pa.Table.from_pylist([{name: row.get(name) for name in names} for row in rows])
+        else:
+            table = pa.table({name: pa.array([], pa.string()) for name in names})
+        out = io.BytesIO()
+        pq.write_table(table, out)
+        return out.getvalue()
     if fmt != "csv":
-        raise ValueError(f"unknown format {fmt!r}: expected csv or jsonl")
+        raise ValueError(f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}")
     out = io.StringIO()
     writer = csv.DictWriter(out, columns)
     writer.writeheader()

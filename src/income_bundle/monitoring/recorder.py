@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import logging
 import time
 import uuid
@@ -36,7 +35,7 @@ from income_bundle.monitoring.feedback import (
     FeedbackTracker,
     parse_labels,
 )
-from income_bundle.monitoring.labelling import DRIFT_COLUMNS, LabellingSchema
+from income_bundle.monitoring.labelling import DRIFT_COLUMNS, LabellingSchema, write_rows
 from income_bundle.seldon.engine import StepResult
 from income_bundle.seldon.tensors import Tensor
 
@@ -320,7 +319,8 @@ def read_labelling(state_dir: Path) -> tuple[list[str], list[dict[str, str]]]:
 
 
 def export_labelling(state_dir: Path, out: Path, reasons: Sequence[str] | None = None) -> int:
-    """Write the labelling dataset (optionally some reasons only) to CSV or JSON Lines by suffix;
+    """Write the labelling dataset (optionally some reasons only) to CSV, JSON Lines or Parquet
+    by suffix;
     each (request, row, reason) once. Returns the rows written."""
     columns, rows = read_labelling(state_dir)
     seen: set[tuple[str, str, str]] = set()
@@ -333,11 +333,6 @@ def export_labelling(state_dir: Path, out: Path, reasons: Sequence[str] | None =
         selected.append(row)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".jsonl":
-        out.write_text("".join(json.dumps(row) + "\n" for row in selected))
-    else:
-        with open(out, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, columns)
-            writer.writeheader()
-            writer.writerows(selected)
+    fmt = out.suffix.lstrip(".") if out.suffix in (".jsonl", ".parquet") else "csv"
+    out.write_bytes(write_rows(selected, columns, fmt))
     return len(selected)

@@ -42,7 +42,11 @@ from income_bundle.monitoring.store import RecordStore, SqliteStore
 __all__ = ["ClassifierInfo", "Monitor", "build_app", "classifier_info", "main"]
 
 DEFAULT_WINDOW_ROWS = 500
-MEDIA_TYPES = {"csv": "text/csv", "jsonl": "application/x-ndjson"}
+MEDIA_TYPES = {
+    "csv": "text/csv",
+    "jsonl": "application/x-ndjson",
+    "parquet": "application/vnd.apache.parquet",
+}
 
 
 @dataclass(frozen=True)
