@@ -7,9 +7,12 @@ import csv
 import io
 import json
 import socket
+import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pyarrow.parquet
 import pytest
@@ -203,3 +206,36 @@ def test_traffic_window(store, served):
     assert status == 200 and body == b""
     status, body = served.call("GET", f"/v2/pipelines/{PIPELINE}/traffic?since=yesterday")
     assert status == 400 and b"since='yesterday'" in body
+
+
+def test_the_cli_reads_feedback_and_labelling_from_a_running_monitor(store, served, tmp_path):
+    expected, batches = fill(store, 60, seed=8)
+    cli = str(Path(sys.executable).with_name("income-bundle"))
+    request_id = next(iter(expected))
+    rows = len(expected[request_id][0])
+    done = subprocess.run(
+        [cli, "feedback", "--url", served.url, "--pipeline", PIPELINE, "--id", request_id,
+         "--truth", ",".join(["0"] * rows)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["rows"] == rows
+
+    out = tmp_path / "drift.parquet"
+    done = subprocess.run(
+        [cli, "labelling", "--url", served.url, "--pipeline", PIPELINE, "--reason", "drift",
+         "--out", str(out)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    got = [
+        (r["request_id"], r["row"], r["reason"])
+        for r in pyarrow.parquet.read_table(out).to_pylist()
+    ]
+    assert got == [r for r in expected_labelling(expected, batches) if r[2] == "drift"] and got
+
+    unknown = subprocess.run(
+        [cli, "labelling", "--url", served.url, "--pipeline", "nope", "--out", str(out)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert unknown.returncode == 1 and "'nope'" in unknown.stderr

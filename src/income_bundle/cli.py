@@ -149,7 +149,7 @@ def _cmd_feedback(args: argparse.Namespace) -> int:
         try:
             status, body = _post_json(url, entry)
         except urllib.error.URLError as e:
-            print(f"error: no gateway at {args.url} ({e.reason})", file=sys.stderr)
+            print(f"error: no gateway or monitor at {args.url} ({e.reason})", file=sys.stderr)
             return 1
         if status != 200:
             failed += 1
@@ -204,9 +204,36 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fetch_labelling(args: argparse.Namespace) -> int:
+    """The dataset from a running monitor (local, or port-forwarded from a cluster)."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    fmt = args.out.suffix.lstrip(".") if args.out.suffix in (".jsonl", ".parquet") else "csv"
+    query = urllib.parse.urlencode([("format", fmt)] + [("reason", r) for r in args.reason or []])
+    url = f"{args.url.rstrip('/')}/v2/pipelines/{args.pipeline}/labelling?{query}"
+    try:
+        with urllib.request.urlopen(url, timeout=120) as response:
+            body = response.read()
+    except urllib.error.HTTPError as e:
+        message = json.loads(e.read() or b"{}").get("error", e.reason)
+        print(f"error: the monitor at {args.url} answered {e.code}: {message}", file=sys.stderr)
+        return 1
+    except urllib.error.URLError as e:
+        print(f"error: no monitor at {args.url} ({e.reason})", file=sys.stderr)
+        return 1
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_bytes(body)
+    print(f"labelling dataset of {args.pipeline} from {args.url} written to {args.out}")
+    return 0
+
+
 def _cmd_labelling(args: argparse.Namespace) -> int:
     from income_bundle.monitoring.recorder import export_labelling
 
+    if args.url:
+        return _fetch_labelling(args)
     try:
         written = export_labelling(args.state_dir, args.out, args.reason or None)
     except FileNotFoundError as e:
@@ -408,6 +435,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=project_root() / "build" / "state",
         help="the gateway's state dir (default: %(default)s)",
+    )
+    labelling.add_argument(
+        "--url",
+        help="read it from the monitor at this URL (e.g. http://127.0.0.1:9010, or a "
+        "port-forwarded cluster monitor) instead of the state dir",
+    )
+    labelling.add_argument(
+        "--pipeline", default="income-production", help="with --url: the pipeline (%(default)s)"
     )
     labelling.add_argument(
         "--out", type=Path, required=True, help="a .csv, .jsonl or .parquet file"
