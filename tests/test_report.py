@@ -225,3 +225,43 @@ def test_report_command_writes_the_html(tmp_path, training_report, low_education
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"wrote {output}: 200 rows, drift in " in result.stdout and "Education" in result.stdout
     assert output.read_text().count("<img") == 12
+
+
+def test_report_reads_the_window_from_a_running_monitor(
+    tmp_path, training_report, low_education_rows
+):
+    from income_bundle.monitoring.service import Monitor, classifier_info
+    from income_bundle.monitoring.store import RequestRecord, SqliteStore, StoreWrite
+    from income_bundle.paths import artifact_dir
+    from tests.test_monitor_service import Served
+
+    store = SqliteStore(tmp_path / "records.sqlite")
+    rows = low_education_rows[:300]
+    store.write(
+        StoreWrite(
+            [
+                RequestRecord(
+                    f"req-{i}", "income-production", "local", T0 + i, None, chunk.tolist()
+                )
+                for i, chunk in enumerate(np.split(rows, 15))
+            ]
+        )
+    )
+    served = Served(Monitor(store, {"income-production": classifier_info(artifact_dir("income"))}))
+    try:
+        output = tmp_path / "report.html"
+        result = subprocess.run(
+            [CLI, "report", served.url, "-o", str(output), "--since", str(T0 + 5)],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
+        # Requests 5..14 of 20 rows each: the monitor's window, not all it holds.
+        assert f"wrote {output}: 200 rows, drift in " in result.stdout
+        unknown = subprocess.run(
+            [CLI, "report", served.url, "--pipeline", "nope", "-o", str(output)],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert unknown.returncode == 1 and "'nope'" in unknown.stderr
+    finally:
+        served.stop()
+        store.close()

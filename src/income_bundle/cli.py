@@ -306,18 +306,52 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _monitor_traffic(url: str, pipeline: str, since: float | None, until: float | None) -> Path:
+    """The window of a pipeline's traffic from a running monitor, saved as a JSONL traffic log."""
+    import tempfile
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from income_bundle.monitoring.report import ReportError
+
+    bounds = [(k, repr(v)) for k, v in (("since", since), ("until", until)) if v is not None]
+    address = f"{url.rstrip('/')}/v2/pipelines/{pipeline}/traffic?{urllib.parse.urlencode(bounds)}"
+    try:
+        with urllib.request.urlopen(address, timeout=120) as response:
+            body = response.read()
+    except urllib.error.HTTPError as e:
+        message = json.loads(e.read() or b"{}").get("error", e.reason)
+        raise ReportError(f"the monitor at {url} answered {e.code}: {message}") from e
+    except urllib.error.URLError as e:
+        raise ReportError(f"no monitor at {url} ({e.reason})") from e
+    with tempfile.NamedTemporaryFile("wb", suffix=".jsonl", delete=False) as saved:
+        saved.write(body)
+    return Path(saved.name)
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from income_bundle.monitoring.report import parse_time, write_report
 
-    result = write_report(
-        args.traffic,
-        args.output,
-        since=parse_time(args.since) if args.since else None,
-        until=parse_time(args.until) if args.until else None,
-        last_rows=args.last_rows,
-        pipeline=args.pipeline,
-        detector=args.detector,
-    )
+    since = parse_time(args.since) if args.since else None
+    until = parse_time(args.until) if args.until else None
+    traffic, fetched = args.traffic, None
+    if str(traffic).startswith(("http://", "https://")):
+        pipeline = args.pipeline or "income-production"
+        traffic = fetched = _monitor_traffic(str(traffic), pipeline, since, until)
+    try:
+        result = write_report(
+            traffic,
+            args.output,
+            since=since,
+            until=until,
+            last_rows=args.last_rows,
+            pipeline=args.pipeline,
+            detector=args.detector,
+        )
+    finally:
+        if fetched is not None:
+            fetched.unlink()
     drifting = f" in {', '.join(result.drifted)}" if result.drifted else ""
     print(
         f"wrote {args.output}: {result.rows} rows, {result.verdict}{drifting} "
@@ -496,10 +530,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument(
         "traffic",
-        type=Path,
         nargs="?",
         default=project_root() / "build" / "state" / "traffic.jsonl",
-        help="the gateway's JSONL traffic log (one pipeline request a line) or a scenario .npz "
+        help="the gateway's JSONL traffic log (one pipeline request a line), a scenario .npz, "
+        "or a running monitor's URL (http://127.0.0.1:9010: its traffic window of --pipeline) "
         "(default: build/state/traffic.jsonl, which 'income-bundle serve' writes)",
     )
     report.add_argument(
