@@ -258,27 +258,22 @@ def test_cli_feedback_and_labelling_export(monitored, scenario, tmp_path):
     )
     assert unknown.returncode == 1 and "nope" in unknown.stderr
 
-    out = tmp_path / "flagged.csv"
-    done = subprocess.run(
-        [cli, "labelling", "--state-dir", str(state_dir(monitored)), "--out", str(out),
-         "--reason", "outlier"],
-        capture_output=True,
-        text=True,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    def export_outliers(out: Path) -> Path:
+        done = subprocess.run(
+            [cli, "labelling", "--state-dir", str(state_dir(monitored)), "--out", str(out),
+             "--reason", "outlier"],
+            capture_output=True,
+            text=True,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return out
+
+    out = export_outliers(tmp_path / "flagged.csv")
     with open(out, newline="") as handle:
         exported = list(csv.DictReader(handle))
     expected = [r for r in labelled(monitored) if r["reason"] == "outlier"]
     assert exported == expected and exported
-    parquet = tmp_path / "flagged.parquet"
-    done = subprocess.run(
-        [cli, "labelling", "--state-dir", str(state_dir(monitored)), "--out", str(parquet),
-         "--reason", "outlier"],
-        capture_output=True,
-        text=True,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    table = pyarrow.parquet.read_table(parquet)
+    table = pyarrow.parquet.read_table(export_outliers(tmp_path / "flagged.parquet"))
     assert table.column_names == list(expected[0])
     assert [{k: str(v) for k, v in row.items()} for row in table.to_pylist()] == expected
     missing = subprocess.run(

@@ -204,25 +204,27 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fetch_labelling(args: argparse.Namespace) -> int:
-    """The dataset from a running monitor (local, or port-forwarded from a cluster)."""
+def _monitor_get(url: str, path: str, query: list[tuple[str, str]]) -> bytes:
+    """GET one of a running monitor's exports (local, or port-forwarded from a cluster)."""
     import urllib.error
     import urllib.parse
     import urllib.request
 
-    fmt = args.out.suffix.lstrip(".") if args.out.suffix in (".jsonl", ".parquet") else "csv"
-    query = urllib.parse.urlencode([("format", fmt)] + [("reason", r) for r in args.reason or []])
-    url = f"{args.url.rstrip('/')}/v2/pipelines/{args.pipeline}/labelling?{query}"
+    address = f"{url.rstrip('/')}{path}?{urllib.parse.urlencode(query)}"
     try:
-        with urllib.request.urlopen(url, timeout=120) as response:
-            body = response.read()
+        with urllib.request.urlopen(address, timeout=120) as response:
+            return response.read()
     except urllib.error.HTTPError as e:
         message = json.loads(e.read() or b"{}").get("error", e.reason)
-        print(f"error: the monitor at {args.url} answered {e.code}: {message}", file=sys.stderr)
-        return 1
+        raise BundleError(f"the monitor at {url} answered {e.code}: {message}") from e
     except urllib.error.URLError as e:
-        print(f"error: no monitor at {args.url} ({e.reason})", file=sys.stderr)
-        return 1
+        raise BundleError(f"no monitor at {url} ({e.reason})") from e
+
+
+def _fetch_labelling(args: argparse.Namespace) -> int:
+    fmt = args.out.suffix.lstrip(".") if args.out.suffix in (".jsonl", ".parquet") else "csv"
+    query = [("format", fmt)] + [("reason", r) for r in args.reason or []]
+    body = _monitor_get(args.url, f"/v2/pipelines/{args.pipeline}/labelling", query)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(body)
     print(f"labelling dataset of {args.pipeline} from {args.url} written to {args.out}")
@@ -309,22 +311,9 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 def _monitor_traffic(url: str, pipeline: str, since: float | None, until: float | None) -> Path:
     """The window of a pipeline's traffic from a running monitor, saved as a JSONL traffic log."""
     import tempfile
-    import urllib.error
-    import urllib.parse
-    import urllib.request
-
-    from income_bundle.monitoring.report import ReportError
 
     bounds = [(k, repr(v)) for k, v in (("since", since), ("until", until)) if v is not None]
-    address = f"{url.rstrip('/')}/v2/pipelines/{pipeline}/traffic?{urllib.parse.urlencode(bounds)}"
-    try:
-        with urllib.request.urlopen(address, timeout=120) as response:
-            body = response.read()
-    except urllib.error.HTTPError as e:
-        message = json.loads(e.read() or b"{}").get("error", e.reason)
-        raise ReportError(f"the monitor at {url} answered {e.code}: {message}") from e
-    except urllib.error.URLError as e:
-        raise ReportError(f"no monitor at {url} ({e.reason})") from e
+    body = _monitor_get(url, f"/v2/pipelines/{pipeline}/traffic", bounds)
     with tempfile.NamedTemporaryFile("wb", suffix=".jsonl", delete=False) as saved:
         saved.write(body)
     return Path(saved.name)
