@@ -167,7 +167,7 @@ def run_demo(protocol: str = "rest", monitor: bool = False) -> list[dict]:
         if seldon.config.state_dir is not None:
             print(f"\nlabelling dataset: {labelling_summary(seldon.config.state_dir)}")
         if watching is not None:
-            time.sleep(6)  # two scrapes and rule evaluations
+            watching.wait_for_scrapes_after(time.time())
             print(f"\nPrometheus ({watching.prometheus_url}) saw:")
             print("\n".join(prometheus_summary(watching)))
     print("[demo] gateway and MLServer stopped")

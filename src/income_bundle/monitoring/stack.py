@@ -267,6 +267,18 @@ class MonitoringStack:
         result = self.query("up")
         return {item["metric"]["job"]: item["value"][1] == "1" for item in result}
 
+    def wait_for_scrapes_after(self, since: float, timeout_s: float = 60.0) -> None:
+        """Block until every target has been scraped after `since` (Unix time), so instant queries
+        see what happened before it; raises MonitoringStackError on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            result = self.query("min(timestamp(up))")
+            if result and float(result[0]["value"][1]) > since:
+                return
+            if time.monotonic() > deadline:
+                raise MonitoringStackError(f"no scrape of every target within {timeout_s:g} s")
+            time.sleep(0.2)
+
     def wait_for_alert(self, name: str, timeout_s: float, poll_s: float = 1.0) -> list[dict]:
         """Alertmanager's active alerts of this name, once there are any (or [] on timeout)."""
         deadline = time.monotonic() + timeout_s
