@@ -64,3 +64,16 @@ def test_failed_calls_are_counted_as_errors(short_windows):
 
     [level] = asyncio.run(benchmark.run_levels({"x": failing}, concurrency=1))
     assert level.errors > 10 and level.latencies_ms == []
+
+
+@pytest.mark.slow
+def test_the_monitor_keeps_up_with_the_pipeline_at_saturation(seldon):
+    """The local monitor writes the hand-overs about as fast as the gateway answers, and its
+    backlog empties right after the load."""
+    result = asyncio.run(
+        benchmark.monitor_keeps_up(seldon.http_url, seldon.monitor_url, 8, seconds=3.0)
+    )
+    assert result["pipeline_requests_per_s"] > 0
+    # Hand-overs include the drift runs (one per 20 rows), so at least one per request.
+    assert result["monitor_hand_overs_written_per_s"] >= 0.9 * result["pipeline_requests_per_s"]
+    assert result["monitor_drain_s"] < 1.0

@@ -1,4 +1,5 @@
-"""Traffic log, ground-truth feedback and the labelling dataset, through a real gateway."""
+"""The monitor in local mode: the gateway hands it every pipeline request; ground-truth feedback,
+the traffic window and the labelling dataset through its API, over real MLServer."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from income_bundle.client import inspect
-from income_bundle.monitoring.recorder import LABELLING_FILE, TRAFFIC_FILE, read_labelling
+from income_bundle.monitoring.service import wait_until_written
 
 PIPELINE = "income-production"
 CLASSES = ["<=50K", ">50K"]
@@ -36,6 +37,11 @@ def monitored(training_report, tmp_path_factory):
 
 def state_dir(seldon) -> Path:
     return seldon.config.state_dir
+
+
+def get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=60) as response:
+        return response.read()
 
 
 def post(url: str, body, headers: dict | None = None) -> tuple[int, dict, dict]:
@@ -65,13 +71,13 @@ def infer(seldon, X: np.ndarray) -> tuple[str, dict[str, np.ndarray]]:
 
 
 def feedback(seldon, body, pipeline: str = PIPELINE) -> tuple[int, dict]:
-    status, answer, _ = post(f"{seldon.http_url}/v2/pipelines/{pipeline}/feedback", body)
+    status, answer, _ = post(f"{seldon.monitor_url}/v2/pipelines/{pipeline}/feedback", body)
     return status, answer
 
 
-def metrics(seldon) -> dict[tuple[str, tuple], float]:
-    with urllib.request.urlopen(f"{seldon.http_url}/metrics", timeout=10) as response:
-        text = response.read().decode()
+def metrics(url: str) -> dict[tuple[str, tuple], float]:
+    """The samples at a /metrics endpoint (the monitor's, or the gateway's)."""
+    text = get(f"{url}/metrics").decode()
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(text)
@@ -80,7 +86,10 @@ def metrics(seldon) -> dict[tuple[str, tuple], float]:
 
 
 def labelled(seldon, request_id: str | None = None) -> list[dict[str, str]]:
-    _, rows = read_labelling(state_dir(seldon))
+    """The monitor's labelling dataset as CSV rows, once it has written what it was handed."""
+    wait_until_written(seldon.monitor_url)
+    text = get(f"{seldon.monitor_url}/v2/pipelines/{PIPELINE}/labelling").decode()
+    rows = list(csv.DictReader(text.splitlines()))
     return [r for r in rows if request_id is None or r["request_id"] == request_id]
 
 
@@ -103,11 +112,12 @@ def empty_drift_batch(seldon, scenario) -> None:
         assert wait_for_drift(seldon)[1] == 0
 
 
-def test_every_pipeline_request_is_logged_with_its_rows(monitored, scenario):
+def test_every_pipeline_request_is_in_the_traffic_window_with_its_rows(monitored, scenario):
     X = scenario["reference"].X[:7]
     request_id, _ = infer(monitored, X)
-    lines = (state_dir(monitored) / TRAFFIC_FILE).read_text().splitlines()
-    logged = [json.loads(line) for line in lines if request_id in line]
+    wait_until_written(monitored.monitor_url)
+    lines = get(f"{monitored.monitor_url}/v2/pipelines/{PIPELINE}/traffic").splitlines()
+    logged = [json.loads(line) for line in lines if request_id.encode() in line]
     assert len(logged) == 1
     assert logged[0]["pipeline"] == PIPELINE
     assert np.allclose(logged[0]["rows"], X)
@@ -160,12 +170,13 @@ def test_feedback_updates_accuracy_and_is_idempotent(monitored, scenario):
     reference = scenario["reference"]
     request_id, outputs = infer(monitored, reference.X[100:120])
     truth = reference.y[100:120].astype(int).tolist()
-    before = metrics(monitored)
+    wait_until_written(monitored.monitor_url)
+    before = metrics(monitored.monitor_url)
     status, answer = feedback(monitored, {"id": request_id, "truth": truth})
     assert status == 200, answer
     correct = int(np.sum(outputs["predict"].ravel() == np.asarray(truth)))
     assert answer["correct"] == correct and answer["duplicate"] is False
-    after = metrics(monitored)
+    after = metrics(monitored.monitor_url)
     key = (("pipeline", PIPELINE),)
     assert (
         after[("income_feedback_rows_total", key)]
@@ -184,7 +195,7 @@ def test_feedback_updates_accuracy_and_is_idempotent(monitored, scenario):
     status, again = feedback(monitored, {"id": request_id, "truth": names})
     assert status == 200 and again["duplicate"] is True
     assert (
-        metrics(monitored)[("income_feedback_rows_total", key)]
+        metrics(monitored.monitor_url)[("income_feedback_rows_total", key)]
         == after[("income_feedback_rows_total", key)]
     )
     # Different labels for the same request: a conflict, nothing changes.
@@ -208,6 +219,7 @@ def test_feedback_updates_accuracy_and_is_idempotent(monitored, scenario):
 )
 def test_bad_feedback_is_a_clear_4xx(monitored, scenario, body, status, words):
     request_id, _ = infer(monitored, scenario["reference"].X[200:220])
+    wait_until_written(monitored.monitor_url)
     if isinstance(body, dict) and body.get("id") == "{request}":
         body = {**body, "id": request_id}
     got, answer = feedback(monitored, body)
@@ -229,11 +241,12 @@ def test_low_education_labels_show_target_drift_and_lower_accuracy(monitored, sc
     low = scenario["low-education"]
     for start in range(0, 500, 20):  # fill the 500-row window with low-education feedback
         request_id, _ = infer(monitored, low.X[start : start + 20])
+        wait_until_written(monitored.monitor_url)
         status, _ = feedback(
             monitored, {"id": request_id, "truth": low.y[start : start + 20].astype(int).tolist()}
         )
         assert status == 200
-    after = metrics(monitored)
+    after = metrics(monitored.monitor_url)
     assert after[("income_feedback_window_rows", key)] == 500
     # Few low-education people earn >50K: the label mix moved far from the validation data's.
     assert after[("income_target_drift_p_value", key)] < 1e-6
@@ -241,24 +254,36 @@ def test_low_education_labels_show_target_drift_and_lower_accuracy(monitored, sc
     assert share == pytest.approx(float(np.mean(low.y[:500])))
 
 
+def same_value(value) -> object:
+    """A CSV cell or a typed value, compared as a number where it is one."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
 def test_cli_feedback_and_labelling_export(monitored, scenario, tmp_path):
     cli = str(Path(sys.executable).with_name("income-bundle"))
+    infer(monitored, scenario["outliers"].X[:20])  # flagged rows of its own to export
     request_id, _ = infer(monitored, scenario["reference"].X[300:303])
+    wait_until_written(monitored.monitor_url)
+    url = monitored.monitor_url
     done = subprocess.run(
-        [cli, "feedback", "--url", monitored.http_url, "--id", request_id, "--truth", "0,>50K,0"],
+        [cli, "feedback", "--url", url, "--id", request_id, "--truth", "0,>50K,0"],
         capture_output=True,
         text=True,
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["rows"] == 3
     unknown = subprocess.run(
-        [cli, "feedback", "--url", monitored.http_url, "--id", "nope", "--truth", "0"],
+        [cli, "feedback", "--url", url, "--id", "nope", "--truth", "0"],
         capture_output=True,
         text=True,
     )
     assert unknown.returncode == 1 and "nope" in unknown.stderr
 
     def export_outliers(out: Path) -> Path:
+        """From the store the serving process keeps, read offline (SQLite's WAL allows it)."""
         done = subprocess.run(
             [cli, "labelling", "--state-dir", str(state_dir(monitored)), "--out", str(out),
              "--reason", "outlier"],
@@ -275,13 +300,17 @@ def test_cli_feedback_and_labelling_export(monitored, scenario, tmp_path):
     assert exported == expected and exported
     table = pyarrow.parquet.read_table(export_outliers(tmp_path / "flagged.parquet"))
     assert table.column_names == list(expected[0])
-    assert [{k: str(v) for k, v in row.items()} for row in table.to_pylist()] == expected
+    # Parquet keeps the types (a column of whole and fractional numbers is a double column).
+    assert [{k: same_value(v) for k, v in row.items()} for row in table.to_pylist()] == [
+        {k: same_value(v) for k, v in row.items()} for row in expected
+    ]
     missing = subprocess.run(
         [cli, "labelling", "--state-dir", str(tmp_path / "none"), "--out", str(out)],
         capture_output=True,
         text=True,
     )
-    assert missing.returncode == 1 and LABELLING_FILE in missing.stderr
+    assert missing.returncode == 1 and "monitor.sqlite" in missing.stderr
+    assert not (tmp_path / "none").exists()  # a missing store is not created empty
 
 
 def test_concurrent_traffic_loses_and_duplicates_nothing(monitored, scenario):
@@ -337,10 +366,13 @@ def test_concurrent_traffic_loses_and_duplicates_nothing(monitored, scenario):
         assert count == responses[request_id][0], "a drifted request was labelled in part"
     batch_sizes = Counter(r["drift_batch"] for r in drift_rows)
     assert batch_sizes and min(batch_sizes.values()) >= 20
-    # And the gateway's own counters agree with the file, with nothing dropped or unmatched.
-    after = metrics(monitored)
-    assert after.get(("seldon_gateway_async_dropped_total", (("pipeline", PIPELINE),)), 0) == 0
-    assert after.get(("income_labelling_unmatched_rows_total", (("pipeline", PIPELINE),)), 0) == 0
+    # Every drifted row was matched to its request, nothing was dropped on the way, and the
+    # monitor's counters agree with its export.
+    assert all(r["request_id"] for r in drift_rows)
+    gateway = metrics(monitored.http_url)
+    assert gateway.get(("income_gateway_async_dropped_total", (("pipeline", PIPELINE),)), 0) == 0
+    after = metrics(monitored.monitor_url)
+    assert after[("income_monitor_dropped_writes_total", ())] == 0
     counted = {
         reason: after[("income_labelling_rows_total", (("pipeline", PIPELINE), ("reason", reason)))]
         for reason in ("outlier", "drift")

@@ -39,9 +39,11 @@ class Traffic:
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, args=(i,)) for i in range(2)]
 
-    def _post(self, path: str, body: dict, headers: dict | None = None) -> tuple[int, dict]:
+    def _post(
+        self, path: str, body: dict, headers: dict | None = None, url: str | None = None
+    ) -> tuple[int, dict]:
         request = urllib.request.Request(
-            f"{self.seldon.http_url}{path}",
+            f"{url or self.seldon.http_url}{path}",
             json.dumps(body).encode(),
             {"Content-Type": "application/json", **(headers or {})},
         )
@@ -77,7 +79,9 @@ class Traffic:
             if status != 200:
                 self.errors.append(f"model {status}: {answer_model}")
             truth = {"id": answer["id"], "truth": data.y[rows].astype(int).tolist()}
-            status, answer = self._post(f"/v2/pipelines/{PIPELINE}/feedback", truth)
+            status, answer = self._post(
+                f"/v2/pipelines/{PIPELINE}/feedback", truth, url=self.seldon.monitor_url
+            )
             if status != 200:
                 self.errors.append(f"feedback {status}: {answer}")
             time.sleep(0.1)

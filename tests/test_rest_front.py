@@ -47,7 +47,8 @@ def call(seldon, method, path, body=None, headers=None, connection=None):
         ("POST", "/v2/health/live", 405, "allowed: GET,HEAD"),
         ("GET", "/v2/models/income/infer", 405, "allowed: POST"),
         ("DELETE", "/v2/models/income", 405, "allowed: GET,HEAD"),
-        ("PUT", "/v2/pipelines/income-production/feedback", 405, "allowed: POST"),
+        ("PUT", "/v2/pipelines/income-production/infer", 405, "allowed: POST"),
+        ("POST", "/v2/pipelines/income-production/feedback", 404, "Not Found"),  # the monitor's
         ("GET", "/inspect/income-production.income-drift.outputs?wait=-1", 400, "at least 0"),
         ("GET", "/inspect/income-production.income-drift.outputs?wait=nan", 400, "at least 0"),
         ("GET", "/inspect/income-production.income-drift.outputs?wait=soon", 400, "'wait'"),

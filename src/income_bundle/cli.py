@@ -149,7 +149,7 @@ def _cmd_feedback(args: argparse.Namespace) -> int:
         try:
             status, body = _post_json(url, entry)
         except urllib.error.URLError as e:
-            print(f"error: no gateway or monitor at {args.url} ({e.reason})", file=sys.stderr)
+            print(f"error: no monitor at {args.url} ({e.reason})", file=sys.stderr)
             return 1
         if status != 200:
             failed += 1
@@ -180,6 +180,7 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
         stack = MonitoringStack(
             gateway=args.gateway,
             mlserver_metrics=args.mlserver_metrics,
+            monitor=args.monitor_metrics,
             webhook_url=receiver.url,
             prometheus_port=args.prometheus_port,
             alertmanager_port=args.alertmanager_port,
@@ -191,8 +192,9 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
             return 1
         try:
             print(
-                f"Prometheus {stack.prometheus_url} (scraping {args.gateway} and "
-                f"{args.mlserver_metrics}, rules {stack.rules_file}), Alertmanager "
+                f"Prometheus {stack.prometheus_url} (scraping {args.gateway}, "
+                f"{args.mlserver_metrics} and {args.monitor_metrics}, rules {stack.rules_file}), "
+                "Alertmanager "
                 f"{stack.alertmanager_url}; alerts are printed here. Ctrl-C stops.",
                 flush=True,
             )
@@ -221,9 +223,13 @@ def _monitor_get(url: str, path: str, query: list[tuple[str, str]]) -> bytes:
         raise BundleError(f"no monitor at {url} ({e.reason})") from e
 
 
+def _format_of(out: Path) -> str:
+    """The labelling export's format, from the file's suffix (CSV unless .jsonl or .parquet)."""
+    return out.suffix.lstrip(".") if out.suffix in (".jsonl", ".parquet") else "csv"
+
+
 def _fetch_labelling(args: argparse.Namespace) -> int:
-    fmt = args.out.suffix.lstrip(".") if args.out.suffix in (".jsonl", ".parquet") else "csv"
-    query = [("format", fmt)] + [("reason", r) for r in args.reason or []]
+    query = [("format", _format_of(args.out))] + [("reason", r) for r in args.reason or []]
     body = _monitor_get(args.url, f"/v2/pipelines/{args.pipeline}/labelling", query)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(body)
@@ -232,16 +238,21 @@ def _fetch_labelling(args: argparse.Namespace) -> int:
 
 
 def _cmd_labelling(args: argparse.Namespace) -> int:
-    from income_bundle.monitoring.recorder import export_labelling
+    from income_bundle.monitoring.labelling import REASONS, write_rows
+    from income_bundle.monitoring.service import Monitor, classifier_info, open_store
+    from income_bundle.seldon.local import STORE_FILE
 
     if args.url:
         return _fetch_labelling(args)
+    store = open_store(args.state_dir / STORE_FILE)
     try:
-        written = export_labelling(args.state_dir, args.out, args.reason or None)
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"{written} rows written to {args.out}")
+        monitor = Monitor(store, {args.pipeline: classifier_info(args.classifier)})
+        columns, rows = monitor.labelling(args.pipeline, args.reason or REASONS)
+    finally:
+        store.close()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_bytes(write_rows(rows, columns, _format_of(args.out)))
+    print(f"{len(rows)} rows written to {args.out}")
     return 0
 
 
@@ -308,12 +319,23 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _monitor_traffic(url: str, pipeline: str, since: float | None, until: float | None) -> Path:
-    """The window of a pipeline's traffic from a running monitor, saved as a JSONL traffic log."""
+def _monitor_traffic(source: str, pipeline: str, since: float | None, until: float | None) -> Path:
+    """The window of a pipeline's traffic from a running monitor (a URL) or a monitor's store
+    file, saved as a JSONL traffic log."""
     import tempfile
 
-    bounds = [(k, repr(v)) for k, v in (("since", since), ("until", until)) if v is not None]
-    body = _monitor_get(url, f"/v2/pipelines/{pipeline}/traffic", bounds)
+    from income_bundle.monitoring.labelling import write_rows
+    from income_bundle.monitoring.service import open_store, traffic_window
+
+    if source.startswith(("http://", "https://")):
+        bounds = [(k, repr(v)) for k, v in (("since", since), ("until", until)) if v is not None]
+        body = _monitor_get(source, f"/v2/pipelines/{pipeline}/traffic", bounds)
+    else:
+        store = open_store(Path(source))
+        try:
+            body = write_rows(traffic_window(store, pipeline, since, until), [], "jsonl")
+        finally:
+            store.close()
     with tempfile.NamedTemporaryFile("wb", suffix=".jsonl", delete=False) as saved:
         saved.write(body)
     return Path(saved.name)
@@ -325,7 +347,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     since = parse_time(args.since) if args.since else None
     until = parse_time(args.until) if args.until else None
     traffic, fetched = args.traffic, None
-    if str(traffic).startswith(("http://", "https://")):
+    if str(traffic).startswith(("http://", "https://")) or str(traffic).endswith(".sqlite"):
         pipeline = args.pipeline or "income-production"
         traffic = fetched = _monitor_traffic(str(traffic), pipeline, since, until)
     try:
@@ -422,7 +444,12 @@ def build_parser() -> argparse.ArgumentParser:
     feedback = commands.add_parser(
         "feedback", help="send true labels for a pipeline request (by its x-request-id)"
     )
-    feedback.add_argument("--url", default="http://127.0.0.1:9000", help="the gateway")
+    feedback.add_argument(
+        "--url",
+        default="http://127.0.0.1:9010",
+        help="the monitor: 'income-bundle serve's, or a port-forwarded cluster monitor "
+        "(default: %(default)s)",
+    )
     feedback.add_argument("--pipeline", default="income-production")
     feedback.add_argument("--id", help="the request id (x-request-id of the response)")
     feedback.add_argument("--truth", help="one label per row, comma-separated: 0/1 or <=50K/>50K")
@@ -443,6 +470,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="127.0.0.1:9002",
         help="MLServer's metrics host:port (default: %(default)s)",
     )
+    monitor.add_argument(
+        "--monitor-metrics",
+        default="127.0.0.1:9010",
+        help="the income monitor's host:port (default: %(default)s)",
+    )
     monitor.add_argument("--prometheus-port", type=int, default=9090)
     monitor.add_argument("--alertmanager-port", type=int, default=9093)
     monitor.add_argument(
@@ -457,7 +489,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--state-dir",
         type=Path,
         default=project_root() / "build" / "state",
-        help="the gateway's state dir (default: %(default)s)",
+        help="read the store 'income-bundle serve' keeps there (default: %(default)s)",
+    )
+    labelling.add_argument(
+        "--classifier",
+        type=Path,
+        default=project_root() / "models" / "income",
+        help="with --state-dir: the classifier's model folder (class names, features)",
     )
     labelling.add_argument(
         "--url",
@@ -465,7 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
         "port-forwarded cluster monitor) instead of the state dir",
     )
     labelling.add_argument(
-        "--pipeline", default="income-production", help="with --url: the pipeline (%(default)s)"
+        "--pipeline", default="income-production", help="the pipeline (%(default)s)"
     )
     labelling.add_argument(
         "--out", type=Path, required=True, help="a .csv, .jsonl or .parquet file"
@@ -520,10 +558,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "traffic",
         nargs="?",
-        default=project_root() / "build" / "state" / "traffic.jsonl",
-        help="the gateway's JSONL traffic log (one pipeline request a line), a scenario .npz, "
-        "or a running monitor's URL (http://127.0.0.1:9010: its traffic window of --pipeline) "
-        "(default: build/state/traffic.jsonl, which 'income-bundle serve' writes)",
+        default=str(project_root() / "build" / "state" / "monitor.sqlite"),
+        help="a running monitor's URL (http://127.0.0.1:9010, or a port-forwarded cluster "
+        "monitor), a monitor's store file (.sqlite), a JSONL traffic log (one pipeline request "
+        "a line) or a scenario .npz (default: build/state/monitor.sqlite, the store "
+        "'income-bundle serve' keeps)",
     )
     report.add_argument(
         "-o",
@@ -539,7 +578,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--last-rows", type=int, metavar="N", help="only the window's last N rows (after the times)"
     )
-    report.add_argument("--pipeline", help="only requests to this pipeline (JSONL traffic only)")
+    report.add_argument(
+        "--pipeline",
+        help="only requests to this pipeline (a monitor or store: default income-production)",
+    )
     report.add_argument(
         "--detector",
         type=Path,

@@ -4,7 +4,7 @@ The local Seldon gateway serves the bundle on real MLServer. First Seldon's simp
 iris model on one held-out row per class; then 20 held-out reference rows (no
 drift, no outliers), 20 low-education rows (drift), 20 rows with injected outliers (outliers
 flagged); `is_drift` is read the way `seldon pipeline inspect` reads it. Then the explainer's
-anchor for one row, and what the gateway put in the labelling dataset. With `monitor=True`,
+anchor for one row, and what the monitor put in the labelling dataset. With `monitor=True`,
 Prometheus and Alertmanager watch it all and the demo prints what Prometheus saw.
 """
 
@@ -91,15 +91,20 @@ def explain_one(client: V2Client) -> dict:
     return {k: data["data"][k] for k in ("anchor", "precision", "coverage")}
 
 
-def labelling_summary(state_dir) -> str:
+def labelling_summary(monitor_url: str) -> str:
+    """What the monitor put in the labelling dataset, read back through its API."""
+    import urllib.request
     from collections import Counter
 
-    from income_bundle.monitoring.recorder import LABELLING_FILE, read_labelling
+    from income_bundle.monitoring.service import wait_until_written
 
-    _, rows = read_labelling(state_dir)
+    wait_until_written(monitor_url)
+    url = f"{monitor_url}/v2/pipelines/{PIPELINE}/labelling?format=jsonl"
+    with urllib.request.urlopen(url, timeout=30) as response:
+        rows = [json.loads(line) for line in response.read().splitlines()]
     reasons = Counter(row["reason"] for row in rows)
     detail = ", ".join(f"{reason} {count}" for reason, count in sorted(reasons.items()))
-    return f"{len(rows)} rows ({detail or 'none'}) in {state_dir / LABELLING_FILE}"
+    return f"{len(rows)} rows ({detail or 'none'}) from the monitor at {monitor_url}"
 
 
 PROMETHEUS_VIEW = {
@@ -164,8 +169,8 @@ def run_demo(protocol: str = "rest", monitor: bool = False) -> list[dict]:
         )
         pipeline.close()
         explainer.close()
-        if seldon.config.state_dir is not None:
-            print(f"\nlabelling dataset: {labelling_summary(seldon.config.state_dir)}")
+        if seldon.monitor_url is not None:
+            print(f"\nlabelling dataset: {labelling_summary(seldon.monitor_url)}")
         if watching is not None:
             watching.wait_for_scrapes_after(time.time())
             print(f"\nPrometheus ({watching.prometheus_url}) saw:")

@@ -40,6 +40,7 @@ class PipelineTaps:
     pipeline: str = "income-production"
     features: str = "predict"  # the pipeline's input tensor: one row of 12 features per row
     prediction: str = "predict"  # the classifier's output class per row
+    classifier_model: str = "income"  # read locally; Seldon's pipeline outputs carry its classes
     outlier_flag: str = "is_outlier"
     outlier_model: str = "income-outlier"
     outlier_score: str = "instance_score"

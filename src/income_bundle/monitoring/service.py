@@ -18,7 +18,7 @@ import signal
 import socket
 import time
 from collections import Counter as Tally
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from income_bundle.errors import BundleError
 from income_bundle.monitoring.feedback import (
     FeedbackError,
     FeedbackMetrics,
@@ -39,7 +40,16 @@ from income_bundle.monitoring.feedback import (
 from income_bundle.monitoring.labelling import REASONS, LabellingSchema, labelling_rows, write_rows
 from income_bundle.monitoring.store import RecordStore, SqliteStore
 
-__all__ = ["ClassifierInfo", "Monitor", "build_app", "classifier_info", "main"]
+__all__ = [
+    "ClassifierInfo",
+    "Monitor",
+    "build_app",
+    "classifier_info",
+    "main",
+    "open_store",
+    "traffic_window",
+    "wait_until_written",
+]
 
 DEFAULT_WINDOW_ROWS = 500
 MEDIA_TYPES = {
@@ -89,8 +99,11 @@ class Monitor:
         pipelines: dict[str, ClassifierInfo],
         registry: CollectorRegistry | None = None,
         window_rows: int = DEFAULT_WINDOW_ROWS,
+        settle: Callable[[float], object] | None = None,
     ) -> None:
         self.store = store
+        # Waits until a source's pending writes are in the store (the local source's `flush`).
+        self.settle = settle
         self.pipelines = pipelines
         self.registry = registry or CollectorRegistry()
         self.trackers: dict[str, FeedbackTracker] = {}
@@ -131,8 +144,15 @@ class Monitor:
                 400, f"{where}: 'id' must be the request id (the x-request-id of the response)"
             )
         record = self.store.request(request_id)
+        if record is None and self.settle is not None:
+            self.settle(5.0)  # a request answered a moment ago may still be on its way
+            record = self.store.request(request_id)
         if record is None or record.pipeline != pipeline:
-            raise FeedbackError(404, f"{where}: no request {request_id!r} in the monitor's store")
+            raise FeedbackError(
+                404,
+                f"{where}: no request {request_id!r} in the monitor's store (unknown, or not "
+                "recorded yet: from Kafka the monitor reads a request a moment after its answer)",
+            )
         if record.predicted is None:
             raise FeedbackError(
                 400, f"{where}: request {request_id!r} has no classifier prediction to compare"
@@ -185,15 +205,58 @@ class Monitor:
     def traffic(
         self, pipeline: str, since: float | None = None, until: float | None = None
     ) -> list[dict[str, Any]]:
-        """The pipeline's input rows per request in arrival order, as the drift report reads them."""
-        return [
-            {"request_id": r.request_id, "timestamp": r.time, "pipeline": pipeline, "rows": r.rows}
-            for r in self.store.requests(pipeline)
-            if r.rows is not None
-            and r.time is not None
-            and (since is None or r.time >= since)
-            and (until is None or r.time < until)
+        return traffic_window(self.store, pipeline, since, until)
+
+
+def traffic_window(
+    store: RecordStore, pipeline: str, since: float | None = None, until: float | None = None
+) -> list[dict[str, Any]]:
+    """The pipeline's input rows per request in arrival order, as the drift report reads them."""
+    return [
+        {"request_id": r.request_id, "timestamp": r.time, "pipeline": pipeline, "rows": r.rows}
+        for r in store.requests(pipeline)
+        if r.rows is not None
+        and r.time is not None
+        and (since is None or r.time >= since)
+        and (until is None or r.time < until)
+    ]
+
+
+def wait_until_written(url: str, timeout_s: float = 30.0) -> None:
+    """Block until the monitor at `url` has written everything handed to it (its
+    income_monitor_pending_writes is 0); BundleError on timeout. For the local source, whose
+    writes trail the answers by design."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/metrics", timeout=10) as response:
+            text = response.read().decode()
+        pending = [
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "income_monitor_pending_writes"
         ]
+        if pending and pending[0] == 0:
+            return
+        if time.monotonic() > deadline:
+            raise BundleError(f"the monitor at {url} still has writes pending after {timeout_s} s")
+        time.sleep(0.05)
+
+
+def open_store(path: Path) -> SqliteStore:
+    """An existing store file (a monitor's --store, or `income-bundle serve`'s
+    <state dir>/monitor.sqlite); BundleError naming how to get one if there is none."""
+    if not Path(path).is_file():
+        raise BundleError(
+            f"{path}: no monitor store here; serve pipeline traffic first "
+            "('income-bundle serve' keeps it in <state dir>/monitor.sqlite), or give a running "
+            "monitor's URL"
+        )
+    return SqliteStore(path)
 
 
 class _LabellingCollector:
@@ -238,7 +301,9 @@ def build_app(monitor: Monitor) -> Starlette:
             return _error(400, f"pipeline {pipeline} feedback: the body is not JSON ({e})")
         if not isinstance(body, dict):
             return _error(
-                400, f"pipeline {pipeline} feedback: expected {{'id': ..., 'truth': [...]}}"
+                400,
+                f"pipeline {pipeline} feedback: the body must be a JSON object "
+                '{"id": "<x-request-id>", "truth": [one label per row]}',
             )
         try:
             answer = await asyncio.to_thread(

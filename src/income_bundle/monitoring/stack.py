@@ -118,11 +118,13 @@ class AlertReceiver:
 
 @dataclass
 class MonitoringStack:
-    """Prometheus scraping the gateway and MLServer with the income rules, and Alertmanager."""
+    """Prometheus scraping the gateway, MLServer and the monitor with the income rules, and
+    Alertmanager."""
 
     gateway: str  # host:port of the gateway's /metrics
     mlserver_metrics: str  # host:port of MLServer's /metrics
     webhook_url: str
+    monitor: str | None = None  # host:port of the monitor's /metrics (feedback, labelling)
     host: str = "127.0.0.1"
     prometheus_port: int = 9090
     alertmanager_port: int = 9093
@@ -143,6 +145,7 @@ class MonitoringStack:
                 "/metrics"
             ),
             webhook_url=webhook_url,
+            monitor=seldon.monitor_url.removeprefix("http://") if seldon.monitor_url else None,
             prometheus_port=free_port(),
             alertmanager_port=free_port(),
             **settings,
@@ -204,6 +207,17 @@ class MonitoringStack:
         return self
 
     def prometheus_config(self) -> dict[str, Any]:
+        scrape = [
+            {"job_name": "income-gateway", "static_configs": [{"targets": [self.gateway]}]},
+            {
+                "job_name": "income-mlserver",
+                "static_configs": [{"targets": [self.mlserver_metrics]}],
+            },
+        ]
+        if self.monitor:
+            scrape.append(
+                {"job_name": "income-monitor", "static_configs": [{"targets": [self.monitor]}]}
+            )
         return {
             "global": {
                 "scrape_interval": self.scrape_interval,
@@ -215,13 +229,7 @@ class MonitoringStack:
                     {"static_configs": [{"targets": [f"{self.host}:{self.alertmanager_port}"]}]}
                 ]
             },
-            "scrape_configs": [
-                {"job_name": "income-gateway", "static_configs": [{"targets": [self.gateway]}]},
-                {
-                    "job_name": "income-mlserver",
-                    "static_configs": [{"targets": [self.mlserver_metrics]}],
-                },
-            ],
+            "scrape_configs": scrape,
         }
 
     def alertmanager_config(self) -> dict[str, Any]:

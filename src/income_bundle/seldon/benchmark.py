@@ -29,7 +29,14 @@ import aiohttp
 import numpy as np
 import orjson
 
-__all__ = ["Level", "main", "measure", "measure_adaptive_batching", "run_levels"]
+__all__ = [
+    "Level",
+    "main",
+    "measure",
+    "measure_adaptive_batching",
+    "monitor_keeps_up",
+    "run_levels",
+]
 
 WINDOW_S = 2.0
 MAX_WINDOWS = 10
@@ -332,6 +339,69 @@ async def _adaptive_batching_levels(
     return {"settings": ADAPTIVE_BATCHING, "levels": results, "ratios": ratios}
 
 
+async def _monitor_sample(session: aiohttp.ClientSession, monitor_url: str) -> tuple[float, float]:
+    """(hand-overs written, hand-overs pending) from the monitor's /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with session.get(f"{monitor_url}/metrics") as r:
+        text = await r.text()
+    written = pending = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "income_monitor_messages_total":
+                written += sample.value
+            elif sample.name == "income_monitor_pending_writes":
+                pending = sample.value
+    return written, pending
+
+
+async def monitor_keeps_up(
+    gateway_url: str, monitor_url: str, concurrency: int, seconds: float = 10.0
+) -> dict:
+    """The pipeline at a saturating concurrency for `seconds`, the monitor's queue sampled every
+    100 ms: requests answered per second, hand-overs the monitor wrote per second, its largest
+    backlog (the lag: answered but not yet in the store), and how long it took to empty after."""
+    from income_bundle.scenarios import load_scenario
+
+    body = _request(load_scenario("reference").X[:20])
+    headers = {"seldon-model": "income-production.pipeline"}
+    answered = 0
+    backlog: list[float] = []
+    connector = aiohttp.TCPConnector(limit=concurrency * 2)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        written_before, _ = await _monitor_sample(session, monitor_url)
+        deadline = time.perf_counter() + seconds
+        started = time.perf_counter()
+
+        async def worker() -> None:
+            nonlocal answered
+            while time.perf_counter() < deadline:
+                await _post(session, f"{gateway_url}/v2/models/m/infer", body, headers)
+                answered += 1
+
+        async def sampler() -> None:
+            while time.perf_counter() < deadline:
+                backlog.append((await _monitor_sample(session, monitor_url))[1])
+                await asyncio.sleep(0.1)
+
+        await asyncio.gather(sampler(), *(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+        written_during, pending = await _monitor_sample(session, monitor_url)
+        drained = time.perf_counter()
+        while pending > 0:
+            await asyncio.sleep(0.01)
+            _, pending = await _monitor_sample(session, monitor_url)
+        drain_s = time.perf_counter() - drained
+    return {
+        "concurrency": concurrency,
+        "pipeline_requests_per_s": answered / elapsed,
+        "monitor_hand_overs_written_per_s": (written_during - written_before) / elapsed,
+        "monitor_backlog_max": max(backlog, default=0.0),
+        "monitor_backlog_p50": float(np.percentile(backlog, 50)) if backlog else 0.0,
+        "monitor_drain_s": drain_s,
+    }
+
+
 def _find(results: list[dict], name: str, concurrency: int) -> dict:
     return next(r for r in results if r["name"] == name and r["concurrency"] == concurrency)
 
@@ -361,7 +431,7 @@ def measure(levels: list[int], parallel_workers: int = 2, adaptive_batching: boo
     from income_bundle.training import train
 
     train()
-    # As `income-bundle serve` runs by default (traffic log on), without touching build/state.
+    # As `income-bundle serve` runs by default (the monitor on), without touching build/state.
     with (
         tempfile.TemporaryDirectory(prefix="income-benchmark-") as state,
         LocalSeldon(
@@ -370,6 +440,9 @@ def measure(levels: list[int], parallel_workers: int = 2, adaptive_batching: boo
     ):
         mlserver_url = _mlserver_url(seldon)
         results = asyncio.run(measure_async(mlserver_url, seldon.http_url, levels))
+        results["monitor"] = asyncio.run(
+            monitor_keeps_up(seldon.http_url, seldon.monitor_url, max(levels))
+        )
     results["parallel_workers"] = parallel_workers
     if adaptive_batching:
         results["adaptive_batching"] = measure_adaptive_batching(
@@ -396,6 +469,16 @@ def format_results(results: dict) -> str:
         lines.append(f"paired p50 ms over {paired['rounds']} rounds: {p50}")
     for key, value in results["ratios"].items():
         lines.append(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
+    monitor = results.get("monitor")
+    if monitor:
+        lines += [
+            "",
+            f"monitor at the pipeline's saturation (concurrency {monitor['concurrency']}): "
+            f"{monitor['pipeline_requests_per_s']:.1f} requests/s answered, "
+            f"{monitor['monitor_hand_overs_written_per_s']:.1f} hand-overs/s written, backlog "
+            f"p50 {monitor['monitor_backlog_p50']:.0f} max {monitor['monitor_backlog_max']:.0f}, "
+            f"drained {monitor['monitor_drain_s']:.2f} s after the load",
+        ]
     batching = results.get("adaptive_batching")
     if batching:
         lines += [

@@ -48,8 +48,17 @@ class StepResult:
 
 
 class PipelineObserver(Protocol):
+    """Told of every answered request (its inputs, the synchronous steps' results and the
+    pipeline's outputs) and of every run of its asynchronous steps. Called on the event loop:
+    an observer must return at once."""
+
     def request_done(
-        self, pipeline: str, request_id: str, inputs: list[Tensor], results: dict[str, StepResult]
+        self,
+        pipeline: str,
+        request_id: str,
+        inputs: list[Tensor],
+        results: dict[str, StepResult],
+        outputs: list[Tensor],
     ) -> None: ...
 
     def async_done(
@@ -179,7 +188,9 @@ class PipelineEngine:
         if self.observers:
             results = run.settled(self.sync_steps)
             for observer in self.observers:
-                self._notify(observer.request_done, self.pipeline.name, request_id, inputs, results)
+                self._notify(
+                    observer.request_done, self.pipeline.name, request_id, inputs, results, outputs
+                )
         return outputs
 
     def _notify(self, method: Callable, *args) -> None:

@@ -29,7 +29,7 @@ from income_bundle.seldon.request_id import new_request_id
 from income_bundle.seldon.tensors import Tensor, to_json
 
 if TYPE_CHECKING:
-    from income_bundle.monitoring.recorder import PipelineMonitor
+    from income_bundle.seldon.engine import PipelineObserver
 
 __all__ = [
     "INTERNAL_ERROR_MESSAGE",
@@ -61,7 +61,6 @@ class Gateway:
         *,
         step_timeout_s: float = 30.0,
         async_queue_size: int = 1000,
-        monitor: PipelineMonitor | None = None,
         ready_poll_s: float = 5.0,
     ):
         self.bundle = bundle
@@ -81,9 +80,6 @@ class Gateway:
         self.metrics.watch_engines(self.engines)
         self._entry_contracts: dict[str, list[ModelContract]] = {}
         self._signatures: dict[str, tuple[list[dict], list[dict], bool]] = {}
-        self.monitor: PipelineMonitor | None = None
-        if monitor is not None:
-            self.attach_monitor(monitor)
         self.ready_poll_s = ready_poll_s
         self._ready_poller: asyncio.Task | None = None
 
@@ -98,11 +94,10 @@ class Gateway:
         self.metrics.model_calls.labels(model, "ok").inc()
         return outputs
 
-    def attach_monitor(self, monitor: PipelineMonitor) -> None:
-        """Let `monitor` observe every pipeline and answer feedback."""
-        self.monitor = monitor
+    def observe(self, observer: PipelineObserver) -> None:
+        """Hand every pipeline request's data to `observer` (the monitor's local source)."""
         for engine in self.engines.values():
-            engine.observers.append(monitor)
+            engine.observers.append(observer)
 
     async def start(self) -> None:
         await self.forwarder.start()
@@ -119,8 +114,6 @@ class Gateway:
         for engine in self.engines.values():
             await engine.stop()
         await self.forwarder.close()
-        if self.monitor is not None:
-            self.monitor.close()
 
     async def _poll_ready(self) -> None:
         """Keep `seldon_gateway_model_ready` current, for the IncomeModelDown alert."""
@@ -132,28 +125,6 @@ class Gateway:
                     ready = False
                 self.metrics.model_ready.labels(model).set(1 if ready else 0)
             await asyncio.sleep(self.ready_poll_s)
-
-    def feedback(self, pipeline: str, body: Any) -> dict[str, Any]:
-        """Ground truth for one pipeline request (see income_bundle.monitoring.feedback)."""
-        from income_bundle.monitoring.feedback import FeedbackError
-
-        pipeline = pipeline.removesuffix(PIPELINE_SUFFIX)
-        if pipeline not in self.engines:
-            raise GatewayError(
-                404, f"feedback: no pipeline {pipeline!r} (pipelines: {', '.join(self.engines)})"
-            )
-        if self.monitor is None:
-            raise GatewayError(501, "feedback: this gateway runs without monitoring (no state dir)")
-        if not isinstance(body, dict):
-            raise GatewayError(
-                400,
-                f"pipeline {pipeline} feedback: the body must be a JSON object "
-                '{"id": "<x-request-id>", "truth": [one label per row]}',
-            )
-        try:
-            return self.monitor.feedback(pipeline, body.get("id"), body.get("truth"))
-        except FeedbackError as e:
-            raise GatewayError(e.status, e.message) from e
 
     def targets(self) -> list[str]:
         return [

@@ -7,6 +7,7 @@ as a separate process (as a user would) and waits until every model and pipeline
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -15,7 +16,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -23,7 +24,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from income_bundle.errors import BundleError
 
 if TYPE_CHECKING:
-    from income_bundle.monitoring.recorder import PipelineMonitor
+    from income_bundle.monitoring.local_source import GatewaySource
+    from income_bundle.monitoring.service import Monitor
 from income_bundle.paths import project_root
 from income_bundle.process import ServerProcess, http_ok
 from income_bundle.seldon.bundle import Bundle, load_bundle
@@ -43,6 +45,8 @@ __all__ = [
 DEFAULT_HTTP_PORT = 9000
 DEFAULT_GRPC_PORT = 9001
 DEFAULT_MLSERVER_METRICS_PORT = 9002  # what `make monitor`'s Prometheus scrapes
+DEFAULT_MONITOR_PORT = 9010  # the monitor's API: feedback, labelling, traffic, metrics
+STORE_FILE = "monitor.sqlite"
 
 
 class InvalidBundleError(BundleError):
@@ -93,12 +97,24 @@ class ServeSettings(BaseSettings):
         le=65535,
         description="MLServer's Prometheus metrics port",
     )
+    monitor_port: int = Field(
+        DEFAULT_MONITOR_PORT,
+        ge=0,
+        le=65535,
+        description="the monitor's port (feedback, labelling dataset, traffic window, metrics)",
+    )
     state_dir: Path | None = Field(
         default_factory=default_state_dir,
-        description="traffic log, feedback and labelling dataset (None: keep none)",
+        description="where the monitor keeps its record store (None: run without the monitor)",
     )
-    state: bool = Field(
-        True, description="keep the traffic log, feedback and labelling data (--no-state: none)"
+    state: bool = Field(True, description="run the monitor (--no-state: no monitor, no store)")
+    kafka_bootstrap: str | None = Field(
+        None,
+        description="also write every pipeline step's data to this Kafka (host:port) on Seldon's "
+        "topics, in Seldon's format",
+    )
+    kafka_namespace: str = Field(
+        "seldon-mesh", description="the namespace in those topic names (seldon.<namespace>...)"
     )
 
     @model_validator(mode="after")
@@ -152,34 +168,37 @@ def stage_model_folder(source: Path, target: Path, name: str, settings: dict | N
     return target
 
 
-def build_monitor(config: ServeConfig, bundle: Bundle, registry) -> PipelineMonitor:
-    """The gateway's traffic log, feedback and labelling dataset, configured from the artifacts:
-    classifiers are the models whose settings name their classes."""
-    from income_bundle.monitoring.recorder import ClassifierInfo, PipelineMonitor
+def build_monitor(config: ServeConfig, bundle: Bundle) -> tuple[Monitor, GatewaySource]:
+    """The monitor over the state dir's store, and the source the gateway hands traffic to.
 
-    classifiers: dict[str, ClassifierInfo] = {}
-    features: dict = {}
-    for name, model in sorted(bundle.models.items()):
-        folder = model.local_folder(config.local_root)
-        settings = json.loads((folder / "model-settings.json").read_text())
-        extra = (settings.get("parameters") or {}).get("extra") or {}
-        class_names = extra.get("class_names")
-        if not class_names:
-            continue
-        metadata = json.loads((folder / "metadata.json").read_text())
-        positive = (metadata.get("metrics") or {}).get("heldout_positive_rate")
-        if len(class_names) != 2 or positive is None:
-            continue  # target drift needs the reference label mix; only binary is recorded
-        classifiers[name] = ClassifierInfo(list(class_names), [1.0 - positive, positive])
-        features = features or (metadata.get("input_features") or {})
+    It watches every pipeline with a classifier step (a model whose settings name its classes
+    and whose metadata records the held-out label mix), as the cluster's monitor watches its
+    pipeline's topics; step names are model names in the income pipelines.
+    """
+    from income_bundle.monitoring.kafka_source import PipelineTaps
+    from income_bundle.monitoring.local_source import GatewaySource
+    from income_bundle.monitoring.service import Monitor, classifier_info
+    from income_bundle.monitoring.store import SqliteStore
+
+    watched, taps = {}, []
+    for name, pipeline in sorted(bundle.pipelines.items()):
+        for step in pipeline.steps:
+            model = bundle.models.get(step.name)
+            folder = model.local_folder(config.local_root) if model else None
+            try:
+                info = classifier_info(folder) if folder else None
+            except ValueError:  # not a binary classifier with a recorded label mix
+                continue
+            if info is not None:
+                watched[name] = info
+                taps.append(PipelineTaps(pipeline=name, classifier_model=step.name))
+                break
     assert config.state_dir is not None
-    return PipelineMonitor(
-        config.state_dir,
-        feature_names=features.get("names") or [],
-        category_map={int(k): v for k, v in (features.get("category_map") or {}).items()},
-        classifiers=classifiers,
-        registry=registry,
-    )
+    store = SqliteStore(config.state_dir / STORE_FILE)
+    monitor = Monitor(store, watched)
+    source = GatewaySource(store, taps, registry=monitor.registry, messages=monitor.messages)
+    monitor.settle = source.flush
+    return monitor, source
 
 
 async def _run_gateway(
@@ -187,6 +206,7 @@ async def _run_gateway(
     bundle: Bundle,
     mlserver: MLServer,
     listening: socket.socket,
+    monitor_listening: socket.socket | None,
     stop: asyncio.Event,
 ) -> None:
     from income_bundle.seldon.gateway import Gateway, MLServerForwarder, ModelContract
@@ -205,8 +225,20 @@ async def _run_gateway(
         step_timeout_s=config.step_timeout_s,
         async_queue_size=config.async_queue_size,
     )
-    if config.state_dir is not None:
-        gateway.attach_monitor(build_monitor(config, bundle, gateway.metrics.registry))
+    publisher = None
+    if config.kafka_bootstrap:
+        from income_bundle.seldon.kafka_publisher import SeldonTopicPublisher
+
+        publisher = SeldonTopicPublisher(
+            config.kafka_bootstrap, config.kafka_namespace, registry=gateway.metrics.registry
+        )
+        await publisher.start()
+        gateway.observe(publisher)
+    monitor = source = monitor_api = None
+    if monitor_listening is not None:
+        monitor, source = build_monitor(config, bundle)
+        gateway.observe(source)
+        monitor_api = _start_monitor_api(monitor, monitor_listening)
     await gateway.start()
     rest = RestServer(gateway, listening)
     await rest.start()
@@ -218,12 +250,41 @@ async def _run_gateway(
         f"serving {', '.join(gateway.targets())}",
         flush=True,
     )
+    if monitor_listening is not None:
+        print(
+            f"monitor ready: http://{config.host}:{monitor_listening.getsockname()[1]} "
+            f"(store {config.state_dir / STORE_FILE})",
+            flush=True,
+        )
     try:
         await stop.wait()
     finally:
         await grpc_server.stop(grace=2)
         await rest.stop()
         await gateway.close()
+        if publisher is not None:
+            await publisher.close()
+        if source is not None:
+            # What the gateway handed over is written before the store closes.
+            await asyncio.to_thread(source.close)
+        if monitor_api is not None:
+            server, task = monitor_api
+            server.should_exit = True
+            await task
+            monitor.store.close()
+
+
+def _start_monitor_api(monitor: Monitor, listening: socket.socket) -> tuple[Any, asyncio.Task]:
+    """The monitor's HTTP API (income_bundle.monitoring.service) in this process: the uvicorn
+    server and the task serving it."""
+    import uvicorn
+
+    from income_bundle.monitoring.service import build_app
+
+    config = uvicorn.Config(build_app(monitor), log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    return server, asyncio.get_running_loop().create_task(server.serve(sockets=[listening]))
 
 
 def serve(config: ServeConfig) -> None:
@@ -236,24 +297,34 @@ def serve(config: ServeConfig) -> None:
         raise InvalidBundleError(f"nothing was started: {e}") from e
     # Ports first: MLServer takes a minute to load the models, a taken port a moment to find.
     listening = bind_socket(config.host, config.http_port, "--http-port")
+    monitor_listening = None
     try:
         check_port_free(config.host, config.grpc_port, "--grpc-port")
         check_port_free(config.host, config.mlserver_metrics_port, "--mlserver-metrics-port")
+        if config.state_dir is not None:
+            monitor_listening = bind_socket(config.host, config.monitor_port, "--monitor-port")
         # SIGTERM while MLServer starts must still stop it (the default handler would not).
         previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
         try:
-            _serve_with_mlserver(config, bundle, listening)
+            _serve_with_mlserver(config, bundle, listening, monitor_listening)
         finally:
             signal.signal(signal.SIGTERM, previous)
     finally:
         listening.close()
+        if monitor_listening is not None:
+            monitor_listening.close()
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def _serve_with_mlserver(config: ServeConfig, bundle: Bundle, listening: socket.socket) -> None:
+def _serve_with_mlserver(
+    config: ServeConfig,
+    bundle: Bundle,
+    listening: socket.socket,
+    monitor_listening: socket.socket | None,
+) -> None:
     with tempfile.TemporaryDirectory(prefix="income-seldon-") as tmp:
         staged = stage_models(bundle, config.local_root, Path(tmp))
         print(f"starting MLServer with {', '.join(staged)}", flush=True)
@@ -268,15 +339,13 @@ def _serve_with_mlserver(config: ServeConfig, bundle: Bundle, listening: socket.
                 f"metrics at {mlserver.metrics_url}",
                 flush=True,
             )
-            if config.state_dir is not None:
-                print(f"traffic, feedback and labelling data in {config.state_dir}", flush=True)
 
             async def main() -> None:
                 stop = asyncio.Event()
                 loop = asyncio.get_running_loop()
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.add_signal_handler(sig, stop.set)
-                await _run_gateway(config, bundle, mlserver, listening, stop)
+                await _run_gateway(config, bundle, mlserver, listening, monitor_listening, stop)
 
             import uvloop  # MLServer's event loop too; uvicorn and the upstream client use it
 
@@ -308,6 +377,8 @@ class LocalSeldon:
             self.config.grpc_port = free_port(self.config.host)
         if self.config.mlserver_metrics_port == DEFAULT_MLSERVER_METRICS_PORT:
             self.config.mlserver_metrics_port = free_port(self.config.host)
+        if self.config.monitor_port == DEFAULT_MONITOR_PORT:
+            self.config.monitor_port = free_port(self.config.host)
         self.log_path = self.log_path or Path(
             tempfile.mkstemp(prefix="income-serve-", suffix=".log")[1]
         )
@@ -323,7 +394,11 @@ class LocalSeldon:
             "--async-queue-size", str(self.config.async_queue_size),
             "--parallel-workers", str(self.config.parallel_workers),
             "--mlserver-metrics-port", str(self.config.mlserver_metrics_port),
+            "--monitor-port", str(self.config.monitor_port),
         ]  # fmt: skip
+        if self.config.kafka_bootstrap:
+            command += ["--kafka-bootstrap", self.config.kafka_bootstrap]
+            command += ["--kafka-namespace", self.config.kafka_namespace]
         if self.config.state_dir is None:
             command.append("--no-state")
         else:
@@ -338,6 +413,13 @@ class LocalSeldon:
             lambda: http_ok(f"{self.http_url}/v2/health/ready"), self.ready_timeout_s, BundleError
         )
         return self
+
+    @property
+    def monitor_url(self) -> str | None:
+        """The monitor's API (feedback, labelling, traffic, metrics); None without a state dir."""
+        if self.config.state_dir is None:
+            return None
+        return f"http://{self.config.host}:{self.config.monitor_port}"
 
     @property
     def mlserver_metrics_url(self) -> str:
@@ -356,6 +438,17 @@ class LocalSeldon:
     def stop(self, timeout_s: float = 30.0) -> None:
         if self._process:
             self._process.stop(timeout_s)
+
+    def kill(self) -> None:
+        """SIGKILL the serve process and its MLServer, as a crash would (nothing shuts down)."""
+        mlserver = self.mlserver_pid()
+        for pid in (self._process.pid if self._process else None, mlserver):
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+        if self._process:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.stop(5)  # reaps it
 
     def __enter__(self) -> LocalSeldon:
         return self.start()

@@ -1,6 +1,6 @@
 """The gateway's REST front: a plain ASGI app on uvicorn with httptools, as MLServer serves.
 
-The Open Inference Protocol's endpoints (routed by the `seldon-model` header), pipeline feedback,
+The Open Inference Protocol's endpoints (routed by the `seldon-model` header),
 inspect, metrics and the OpenAPI description. Every error is `{"error": "..."}`. No web framework:
 on this project's 2-core machine aiohttp's server took about 0.35 ms a request more than uvicorn
 with httptools, and Starlette's routing 0.1 ms more than this, out of a 1 ms budget per hop.
@@ -139,7 +139,6 @@ class RestFront:
             ("POST", f"/v2/models/{segment}/versions/{segment}/infer", ("name", "v"), self.infer),
             ("POST", f"/v2/pipelines/{segment}/infer", ("name",), self.pipeline_infer),
             ("GET", f"/v2/pipelines/{segment}/ready", ("name",), self.pipeline_ready),
-            ("POST", f"/v2/pipelines/{segment}/feedback", ("name",), self.feedback),
             ("GET", "/v2/health/live", (), self.live),
             ("GET", "/v2/health/ready", (), self.ready),
             ("GET", "/v2", (), self.server_metadata),
@@ -236,10 +235,6 @@ class RestFront:
             return Response(answer, headers=headers)
         headers.append((_BINARY_HEADER, b"%d" % json_length))
         return Response(answer, content_type=b"application/octet-stream", headers=headers)
-
-    async def feedback(self, request: Request) -> Response:
-        body = parse_json(await request.body())
-        return json_response(self.gateway.feedback(request.params["name"], body))
 
     async def live(self, request: Request) -> Response:
         return json_response({"live": True})

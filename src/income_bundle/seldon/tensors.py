@@ -252,6 +252,24 @@ def encode_raw(tensor: Tensor) -> bytes:
     return np.asarray(tensor.data, dtype=dtype).tobytes()
 
 
+def to_grpc_request(module: Any, model_name: str, request_id: str, tensors: list[Tensor]) -> Any:
+    """A `ModelInferRequest` of `module` (a service_pb2) with typed contents, as Seldon's dataflow
+    writes a step's inputs to Kafka."""
+    request = module.ModelInferRequest(model_name=model_name, id=request_id)
+    for tensor in tensors:
+        item = request.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+        _fill_contents(item.contents, tensor)
+    return request
+
+
+def _fill_contents(contents: Any, tensor: Tensor) -> None:
+    field_name = DATATYPES.get(tensor.datatype, (None, "bytes_contents"))[1]
+    values = tensor.data
+    if tensor.datatype == "BYTES":
+        values = [v if isinstance(v, bytes) else str(v).encode() for v in values]
+    getattr(contents, field_name).extend(values)
+
+
 def to_grpc_response(
     module: Any, model_name: str, request_id: str, tensors: list[Tensor], raw: bool = False
 ) -> Any:
@@ -265,9 +283,5 @@ def to_grpc_response(
         if raw:
             response.raw_output_contents.append(encode_raw(tensor))
             continue
-        field_name = DATATYPES.get(tensor.datatype, (None, "bytes_contents"))[1]
-        values = tensor.data
-        if tensor.datatype == "BYTES":
-            values = [v if isinstance(v, bytes) else str(v).encode() for v in values]
-        getattr(output.contents, field_name).extend(values)
+        _fill_contents(output.contents, tensor)
     return response
