@@ -4,7 +4,8 @@ broker, and the monitor's Kafka source reads them into the records the local sou
 2,000 pipeline requests from 8 clients go through a gateway that both hands them to its own
 monitor (the local source) and writes them to Kafka; a second monitor, its own process, reads
 the topics and is killed with SIGKILL in the middle of the load, then restarted. At the end both
-stores hold the same requests and drift batches, and both labelling datasets the same rows:
+stores hold the same requests and drift batches, both labelling datasets the same rows, and, once
+every request's true labels are sent to both, both count accuracy exactly as the clients do:
 nothing lost, nothing twice, whichever source.
 """
 
@@ -81,6 +82,35 @@ def labelling(url: str) -> list[dict]:
     return sorted(rows, key=lambda r: (r["reason"], r["request_id"], r["row"]))
 
 
+def send_feedback(url: str, ids: list[str], truth: dict, errors: list[str]) -> None:
+    for request_id in ids:
+        body = json.dumps({"id": request_id, "truth": truth[request_id][0]}).encode()
+        request = urllib.request.Request(
+            f"{url}/v2/pipelines/{PIPELINE}/feedback", body, {"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                if json.loads(response.read())["duplicate"]:
+                    errors.append(f"{url}: {request_id} counted as a duplicate")
+        except OSError as e:
+            errors.append(f"{url}: {request_id}: {e}")
+
+
+def feedback_totals(url: str) -> tuple[float, float]:
+    """(labelled rows, rows predicted right) as the monitor counts them."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"{url}/metrics", timeout=30) as response:
+        text = response.read().decode()
+    samples = {
+        s.name: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.labels.get("pipeline") == PIPELINE
+    }
+    return samples["income_feedback_rows_total"], samples["income_feedback_correct_total"]
+
+
 @pytest.mark.slow
 def test_gateway_topics_read_by_the_kafka_monitor_match_the_local_monitor(
     kafka, scenario, tmp_path
@@ -91,6 +121,7 @@ def test_gateway_topics_read_by_the_kafka_monitor_match_the_local_monitor(
     store_path = tmp_path / "kafka-monitor.sqlite"
     port = free_port()
     answered: dict[str, int] = {}
+    truth: dict[str, tuple[list[int], int]] = {}  # id -> (true labels, rows predicted right)
     errors: list[str] = []
     lock = threading.Lock()
     rng = np.random.default_rng(11)
@@ -110,8 +141,12 @@ def test_gateway_topics_read_by_the_kafka_monitor_match_the_local_monitor(
                 except OSError as e:
                     errors.append(str(e))
                     continue
+                labels = scenario[name].y[start : start + rows].astype(int).tolist()
+                predicted = next(o for o in answer["outputs"] if o["name"] == "predict")["data"]
+                right = sum(int(p) == t for p, t in zip(predicted, labels, strict=True))
                 with lock:
                     answered[answer["id"]] = rows
+                    truth[answer["id"]] = (labels, right)
 
         threads = [
             threading.Thread(target=client, args=(plan[i::CLIENTS], i)) for i in range(CLIENTS)
@@ -141,6 +176,20 @@ def test_gateway_topics_read_by_the_kafka_monitor_match_the_local_monitor(
             wait_for(lambda: len(kafka_lag(port)) == 5 and set(kafka_lag(port).values()) == {0})
             local_rows = labelling(seldon.monitor_url)
             kafka_rows = labelling(f"http://127.0.0.1:{port}")
+            # Ground truth for every request, from 8 clients, to both monitors.
+            monitors = [seldon.monitor_url, f"http://127.0.0.1:{port}"]
+            ids = sorted(truth)
+            feedback_threads = [
+                threading.Thread(target=send_feedback, args=(url, ids[i::CLIENTS], truth, errors))
+                for url in monitors
+                for i in range(CLIENTS)
+            ]
+            for thread in feedback_threads:
+                thread.start()
+            for thread in feedback_threads:
+                thread.join()
+            assert not errors
+            accuracy = [feedback_totals(url) for url in monitors]
         finally:
             os.killpg(monitor.pid, signal.SIGTERM)
             monitor.wait(30)
@@ -151,5 +200,9 @@ def test_gateway_topics_read_by_the_kafka_monitor_match_the_local_monitor(
     assert batches and any(is_drift for _, _, is_drift, _ in batches)
     assert kafka_rows == local_rows and any(r["reason"] == "drift" for r in local_rows)
     assert all(r["request_id"] for r in local_rows), "a drifted row matched no request"
+    # Accuracy exactly as the clients count it, in both monitors.
+    rows = sum(answered.values())
+    right = sum(r for _, r in truth.values())
+    assert accuracy[0] == accuracy[1] == (rows, right)
     local.close()
     reader.close()

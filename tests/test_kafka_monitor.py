@@ -282,9 +282,9 @@ def start_monitor(kafka, store_path: Path, port: int) -> subprocess.Popen:
         sys.executable, "-m", "income_bundle.monitoring.service", "--store", str(store_path),
         "--port", str(port), "--kafka-bootstrap", kafka.bootstrap, "--namespace", NAMESPACE,
     ]  # fmt: skip
-    return subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
+    # Its log beside the store, appended across restarts, for a failure to point at.
+    with open(store_path.with_suffix(".log"), "ab") as log:
+        return subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
 
 
 def free_port() -> int:

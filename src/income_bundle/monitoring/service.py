@@ -16,6 +16,7 @@ import json
 import logging
 import signal
 import socket
+import threading
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Sequence
@@ -107,6 +108,7 @@ class Monitor:
         self.pipelines = pipelines
         self.registry = registry or CollectorRegistry()
         self.trackers: dict[str, FeedbackTracker] = {}
+        self._window_lock = threading.Lock()
         for pipeline, info in pipelines.items():
             tracker = FeedbackTracker(info.class_names, info.reference_shares, window_rows)
             # The window survives a restart: it is the newest labelled rows in the store.
@@ -176,10 +178,13 @@ class Monitor:
             return {"id": request_id, "rows": len(labels), "duplicate": True}
         correct = sum(t == p for t, p in zip(labels, record.predicted, strict=True))
         tracker = self.trackers[pipeline]
-        tracker.add(labels, record.predicted)
-        self.feedback_metrics.labelled(pipeline, labels, correct, info.class_names)
-        self._publish(pipeline)
-        stats = tracker.stats()
+        # Feedback calls run on several threads; the window and its gauges are updated by one
+        # at a time.
+        with self._window_lock:
+            tracker.add(labels, record.predicted)
+            self.feedback_metrics.labelled(pipeline, labels, correct, info.class_names)
+            self._publish(pipeline)
+            stats = tracker.stats()
         return {
             "id": request_id,
             "rows": len(labels),
