@@ -17,7 +17,7 @@ RULES = RULES_DIR / "income-rules.yaml"
 RULE_TESTS = RULES_DIR / "income-rules.test.yaml"
 ALERTS = {
     "IncomeFeatureDrift", "IncomeOutlierRateHigh", "IncomeTargetDrift", "IncomeAccuracyDrop",
-    "IncomeHighLatencyP99", "IncomeErrorRateHigh", "IncomeModelDown",
+    "IncomeHighLatencyP99", "IncomeErrorRateHigh", "IncomeModelDown", "IncomeMLServerDown",
 }  # fmt: skip
 
 PROMTOOL = shutil.which("promtool")
@@ -69,7 +69,7 @@ def test_unit_tests_cover_every_alert_firing_and_not_firing():
     # Those two are checked not firing within their firing tests: another series stays quiet.
     others = {t["name"]: t for t in tests}
     assert any("2% does not" in name for name in others)
-    assert any("except for the explainer" in name for name in others)
+    assert any("a fast pipeline does not" in name for name in others)
 
 
 @needs_promtool
@@ -131,7 +131,7 @@ def test_pod_monitor_scrapes_mlserver_on_seldon_server_pods(rendered_monitoring)
     assert selector["seldon-server-name"] == server  # only the income Server, not every server
     (endpoint,) = pod_monitor["spec"]["podMetricsEndpoints"]
     assert endpoint["port"] == SERVER_METRICS_PORT and endpoint["path"] == "/metrics"
-    # The job label Prometheus gives these targets is what IncomeModelDown matches.
+    # The job label Prometheus gives these targets is what IncomeMLServerDown matches.
     job = f"{pod_monitor['metadata']['namespace']}/{pod_monitor['metadata']['name']}"
     assert job == "seldon-mesh/income-mlserver"
 

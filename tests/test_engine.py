@@ -316,4 +316,4 @@ def test_gateway_metrics_export_the_engines_drop_counts():
     gateway = Gateway(Bundle(pipelines={"p": p}), forwarder=None, contracts={})
     gateway.engines["p"].counters["async_dropped"] = 7
     text = generate_latest(gateway.metrics.registry).decode()
-    assert 'seldon_gateway_async_dropped_total{pipeline="p"} 7.0' in text
+    assert 'income_gateway_async_dropped_total{pipeline="p"} 7.0' in text

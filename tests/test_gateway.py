@@ -183,16 +183,21 @@ def test_health_readiness_and_metadata(seldon):
     assert routed(seldon, "income-production.pipeline", "grpc").ready("income-production.pipeline")
 
 
-def test_gateway_metrics_count_requests_and_model_calls(seldon, scenario):
+def test_gateway_metrics_count_requests_as_seldon_does(seldon, scenario):
     routed(seldon, "income").infer("m", scenario["reference"].X[:1])
+    routed(seldon, "income-production.pipeline").infer("m", scenario["reference"].X[:1])
     with urllib.request.urlopen(f"{seldon.http_url}/metrics", timeout=10) as response:
         text = response.read().decode()
     assert (
-        'seldon_gateway_requests_total{code="200",kind="model",protocol="rest",target="income"}'
-        in text
+        'seldon_model_infer_total{code="200",method_type="rest",model="income",'
+        'model_internal="income_1",server="mlserver",server_replica="0"}' in text
     )
-    assert "seldon_gateway_request_duration_seconds_bucket" in text
-    assert 'seldon_gateway_model_calls_total{model="income",outcome="ok"}' in text
+    assert 'seldon_model_infer_api_seconds_bucket{code="200",le="0.005",method="post"' in text
+    assert (
+        'seldon_pipeline_infer_total{code="200",method_type="rest",pipeline="income-production",'
+        'server="pipeline-gateway"}' in text
+    )
+    assert "seldon_pipeline_infer_api_seconds_bucket" in text
 
 
 def test_invalid_bundle_refuses_to_start_and_lists_every_problem(tmp_path, seldon_bundle):

@@ -273,11 +273,11 @@ def rest_post(seldon, header, raw: bytes, path: str = "/v2/models/model/infer"):
 
 
 def model_calls(seldon) -> float:
+    """Calls that reached MLServer, as the gateway counts them in Seldon's agent series."""
     with urllib.request.urlopen(f"{seldon.http_url}/metrics", timeout=10) as response:
         text = response.read().decode()
     return sum(
-        float(v)
-        for v in re.findall(r"^seldon_gateway_model_calls_total\{[^}]*\} (\S+)$", text, re.M)
+        float(v) for v in re.findall(r"^seldon_model_infer_total\{[^}]*\} (\S+)$", text, re.M)
     )
 
 

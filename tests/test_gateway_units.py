@@ -490,18 +490,123 @@ def test_deeply_nested_data_is_a_400_for_any_target(target):
     assert forwarder.calls == []
 
 
-def test_an_internal_error_is_counted_as_a_500():
-    from prometheus_client import generate_latest
+def samples(registry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a registry, keyed by (name, sorted labels)."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in registry.collect()
+        for sample in family.samples
+    }
 
+
+def agent_labels(model: str, method_type: str, code: str) -> tuple[tuple[str, str], ...]:
+    """The labels Seldon's agent gives a model call (agent.go addInferCount), as the gateway
+    fills them: its one MLServer is replica 0 of Server "mlserver", version 1 of each model."""
+    return tuple(
+        sorted(
+            {
+                "server": "mlserver",
+                "server_replica": "0",
+                "model": model,
+                "model_internal": f"{model}_1",
+                "method_type": method_type,
+                "code": code,
+            }.items()
+        )
+    )
+
+
+def pipeline_labels(pipeline: str, method_type: str, code: str) -> tuple[tuple[str, str], ...]:
+    """gateway.go addInferCount: the pipeline gateway's labels."""
+    labels = {"server": "pipeline-gateway", "pipeline": pipeline, "method_type": method_type}
+    return tuple(sorted({**labels, "code": code}.items()))
+
+
+@pytest.mark.parametrize("target", ["income", PIPELINE])
+def test_an_internal_error_is_counted_as_a_500(target):
     forwarder = StubForwarder()
     forwarder.fail_with = RuntimeError("boom")
     gateway = stub_gateway(forwarder)
     front = RestFront(gateway)
     body = json.dumps({"inputs": [tensor(ROW, [1, 12])]}).encode()
-    status, _, _ = _infer(front, "income", body)
+    status, _, _ = _infer(front, target, body)
     assert status == 500
-    text = generate_latest(gateway.metrics.registry).decode()
-    assert (
-        'seldon_gateway_requests_total{code="500",kind="model",protocol="rest",target="income"} 1.0'
-        in text
+    counted = samples(gateway.metrics.registry)
+    assert counted[("seldon_model_infer_total", agent_labels("income", "rest", "500"))] == 1
+    if target == PIPELINE:
+        pipeline = PIPELINE.removesuffix(".pipeline")
+        assert (
+            counted[("seldon_pipeline_infer_total", pipeline_labels(pipeline, "rest", "500"))] == 1
+        )
+
+
+def test_requests_are_counted_under_seldons_names_and_labels():
+    """A pipeline request as the pipeline gateway counts it and its steps' calls as the agent
+    does; a model request over gRPC with the gRPC code's name; a request the gateway refuses
+    never reached MLServer, so the agent's series do not count it."""
+    from tritonclient.grpc import service_pb2
+
+    from income_bundle.seldon.metrics import SELDON_BUCKETS
+
+    forwarder = StubForwarder()
+    gateway = stub_gateway(forwarder)
+    front = RestFront(gateway)
+    body = json.dumps({"inputs": [tensor(ROW, [1, 12])]}).encode()
+    short = json.dumps({"inputs": [tensor(ROW[:11], [1, 11])]}).encode()
+    rest = asyncio.run(
+        _calls(
+            front,
+            [
+                ("POST", "/v2/models/m/infer", body, {"seldon-model": PIPELINE}),
+                ("POST", "/v2/models/m/infer", short, {"seldon-model": "income"}),
+            ],
+        )
     )
+    assert [status for status, _, _ in rest] == [200, 400]
+    request = service_pb2.ModelInferRequest()
+    item = request.inputs.add(name="predict", datatype="FP32", shape=[1, 12])
+    item.contents.fp32_contents.extend(ROW)
+    grpc_gateway = stub_gateway()  # a gateway's engines live in one event loop
+    ((answer, _),) = asyncio.run(
+        _grpc_calls(grpc_gateway, [("ModelInfer", request, [("seldon-model", "income")])])
+    )
+    assert answer.model_name == "income"
+
+    counted = samples(gateway.metrics.registry)
+    counted_grpc = samples(grpc_gateway.metrics.registry)
+    pipeline = PIPELINE.removesuffix(".pipeline")
+    assert counted[("seldon_pipeline_infer_total", pipeline_labels(pipeline, "rest", "200"))] == 1
+    assert counted[("seldon_pipeline_aggregate_infer_total", (
+        ("method_type", "rest"), ("server", "pipeline-gateway")
+    ))] == 1  # fmt: skip
+    histogram = (("code", "200"), ("method", "rest"), ("pipeline", pipeline))
+    histogram += (("server", "pipeline-gateway"),)
+    assert counted[("seldon_pipeline_infer_api_seconds_count", histogram)] == 1
+    # The income step's call (REST to MLServer) and the gRPC model request; not the refused one.
+    assert counted[("seldon_model_infer_total", agent_labels("income", "rest", "200"))] == 1
+    assert counted_grpc[("seldon_model_infer_total", agent_labels("income", "grpc", "OK"))] == 1
+    assert not [key for key in counted if key[0] == "seldon_model_infer_total" and (
+        ("code", "400") in key[1] or ("code", "InvalidArgument") in key[1]
+    )]  # fmt: skip
+    replica = (("server", "mlserver"), ("server_replica", "0"))
+    assert counted_grpc[("seldon_model_infer_api_seconds_count", (
+        ("code", "OK"), ("method", "grpc"), *replica
+    ))] == 1  # fmt: skip
+    buckets = {
+        float(dict(labels)["le"])
+        for name, labels in counted
+        if name == "seldon_model_infer_api_seconds_bucket"
+    }
+    assert buckets == {*map(float, SELDON_BUCKETS), float("inf")}
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [(200, "OK"), (400, "InvalidArgument"), (404, "NotFound"), (500, "Internal"),
+     (503, "Unavailable"), (504, "DeadlineExceeded"), (418, "Unknown")],
+)  # fmt: skip
+def test_grpc_answers_are_counted_with_gos_code_names(status, code):
+    from income_bundle.seldon.metrics import seldon_code
+
+    assert seldon_code("grpc", status) == code
+    assert seldon_code("rest", status) == str(status)

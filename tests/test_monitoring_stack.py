@@ -24,6 +24,7 @@ pytestmark = pytest.mark.skipif(missing_binaries() is not None, reason=str(missi
 PIPELINE = "income-production"
 SCRAPE = "2s"
 ALERT_TIMEOUT_S = 150  # the rules wait 30 s; the 5-minute ratios need some runs first
+TARGETS = {"income-gateway": True, "income-mlserver": True, "income-monitor": True}
 
 
 class Traffic:
@@ -114,12 +115,9 @@ def watched(training_report, tmp_path_factory):
 def test_alerts_follow_the_traffic_and_the_dashboard_has_data(watched, scenario):
     seldon, stack, receiver = watched
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and stack.targets_up() != {
-        "income-gateway": True,
-        "income-mlserver": True,
-    }:
+    while time.monotonic() < deadline and stack.targets_up() != TARGETS:
         time.sleep(1)
-    assert stack.targets_up() == {"income-gateway": True, "income-mlserver": True}
+    assert stack.targets_up() == TARGETS
 
     with Traffic(seldon, scenario) as traffic:
         # Reference traffic for longer than any rule's 30 s wait: nothing pending, nothing sent.

@@ -112,7 +112,7 @@ PROMETHEUS_VIEW = {
     "drift tests that drifted": "sum(income_drift_detected_runs_total)",
     "rows scored for outliers": "sum(income_outlier_rows_total)",
     "rows flagged as outliers": "sum(income_outlier_outliers_total)",
-    "pipeline requests": 'sum(seldon_gateway_requests_total{kind="pipeline"})',
+    "pipeline requests": "sum(seldon_pipeline_infer_total)",
 }
 
 

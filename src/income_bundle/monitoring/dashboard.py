@@ -12,7 +12,13 @@ stat panels, Prometheus targets, one datasource variable), which the tests check
 
 The datasource is the template variable `${datasource}` (any Prometheus), so the file imports
 into any Grafana. Queries never filter on `job` or `instance`: the same panels read the local
-stack (jobs income-gateway and income-mlserver) and the cluster's scrape targets alike.
+stack (jobs income-gateway, income-mlserver, income-monitor) and the cluster's scrape targets
+alike. Request panels read Seldon's own series (the pipeline gateway's and the agent's, which the
+local gateway exports under the same names).
+
+Every panel's description ends with the worlds whose components export its series ("Worlds:
+local, seldon."), as the alert rules' `worlds` annotation does; `panel_worlds` reads it back and
+tests/test_metric_worlds.py checks it against what each world's components export.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ __all__ = [
     "dashboard_json",
     "dashboard_queries",
     "main",
+    "panel_worlds",
 ]
 
 DASHBOARD_UID = "income-monitoring"
@@ -48,6 +55,15 @@ STAT_HEIGHT = 5
 
 # Grafana's built-in interval variables, and what they stand for when a query leaves Grafana.
 GRAFANA_INTERVALS = ("$__rate_interval", "$__interval", "$__range")
+
+# Where a panel's series are exported (monitoring/prometheus/income-rules.yaml says what each is).
+WORLDS = ("local", "seldon", "kserve")
+ALL_WORLDS = WORLDS
+LOCAL_AND_SELDON = ("local", "seldon")
+LOCAL = ("local",)
+_WORLDS_NOTE = re.compile(r" Worlds: ([a-z]+(?:, [a-z]+)*)\.$")
+# Any answer but a success: HTTP statuses for REST, gRPC code names for gRPC (Seldon's `code`).
+NOT_OK = 'code!~"2..|OK"'
 
 
 def _target(expr: str, legend: str, ref_id: str) -> dict[str, Any]:
@@ -65,11 +81,27 @@ def _targets(queries: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
     return [_target(expr, legend, chr(ord("A") + i)) for i, (expr, legend) in enumerate(queries)]
 
 
+def _described(description: str, worlds: Sequence[str]) -> str:
+    unknown = set(worlds) - set(WORLDS)
+    if not worlds or unknown:
+        raise ValueError(f"worlds must be some of {WORLDS}, got {worlds}")
+    return f"{description} Worlds: {', '.join(w for w in WORLDS if w in worlds)}."
+
+
+def panel_worlds(panel: dict[str, Any]) -> tuple[str, ...]:
+    """The worlds a panel's description names (its last sentence, "Worlds: local, seldon.")."""
+    found = _WORLDS_NOTE.search(panel.get("description", ""))
+    if found is None:
+        raise ValueError(f"panel {panel.get('title')!r}: its description names no worlds")
+    return tuple(found.group(1).split(", "))
+
+
 def _timeseries(
     title: str,
     description: str,
     queries: Sequence[tuple[str, str]],
     *,
+    worlds: Sequence[str],
     unit: str,
     minimum: float | None = 0,
     maximum: float | None = None,
@@ -99,7 +131,7 @@ def _timeseries(
     return {
         "type": "timeseries",
         "title": title,
-        "description": description,
+        "description": _described(description, worlds),
         "datasource": DATASOURCE,
         "fieldConfig": {"defaults": defaults, "overrides": list(overrides)},
         "options": {
@@ -115,6 +147,7 @@ def _stat(
     description: str,
     queries: Sequence[tuple[str, str]],
     *,
+    worlds: Sequence[str],
     unit: str,
     mappings: Sequence[dict[str, Any]] = (),
     red_from: float | None = None,
@@ -129,7 +162,7 @@ def _stat(
     return {
         "type": "stat",
         "title": title,
-        "description": description,
+        "description": _described(description, worlds),
         "datasource": DATASOURCE,
         "fieldConfig": {
             "defaults": {
@@ -175,13 +208,8 @@ def _rate(metric: str, selector: str = "") -> str:
 
 
 def _request_rate(kind: str) -> str:
-    requests = _rate("seldon_gateway_requests_total", f'kind="{kind}"')
-    return f"sum by (target) ({requests})"
-
-
-def _latency(kind: str, quantile: float) -> str:
-    buckets = _rate("seldon_gateway_request_duration_seconds_bucket", f'kind="{kind}"')
-    return f"histogram_quantile({quantile}, sum by (target, le) ({buckets}))"
+    """Requests per second per pipeline or model, from Seldon's per-resource counters."""
+    return f"sum by ({kind}) ({_rate(f'seldon_{kind}_infer_total')})"
 
 
 def _zero_when_absent(expr: str, all_series: str) -> str:
@@ -190,31 +218,101 @@ def _zero_when_absent(expr: str, all_series: str) -> str:
 
 
 def _error_ratio(kind: str) -> str:
-    errors = _rate("seldon_gateway_requests_total", f'kind="{kind}", code=~"4..|5.."')
+    errors = _rate(f"seldon_{kind}_infer_total", NOT_OK)
     requests = _request_rate(kind)
-    return f"{_zero_when_absent(f'sum by (target) ({errors})', requests)}\n/\n{requests}"
+    return f"{_zero_when_absent(f'sum by ({kind}) ({errors})', requests)}\n/\n{requests}"
 
 
-def _service_panels(kind: str, noun: str) -> list[dict[str, Any]]:
+def _latency(metric: str, by: str, quantile: float) -> str:
+    buckets = _rate(f"{metric}_bucket")
+    return f"histogram_quantile({quantile}, sum by ({by}, le) ({buckets}))"
+
+
+def _service_panels() -> list[dict[str, Any]]:
+    """Seldon's request series: the pipeline gateway's per pipeline, the agent's per model (which
+    count pipeline steps' calls too) and, for latency quantiles, per server (Seldon's model
+    histogram has no model label)."""
+    pipeline_latency = "seldon_pipeline_infer_api_seconds"
+    model_latency = "seldon_model_infer_api_seconds"
+    mean_latency = (
+        f"sum by (model) ({_rate('seldon_model_infer_seconds_total')})\n/\n"
+        f"sum by (model) ({_rate('seldon_model_infer_total')})"
+    )
     return [
         _timeseries(
-            f"Request rate per {noun}",
-            f"Requests per second the gateway answered, per {noun} (every status code).",
-            [(_request_rate(kind), "{{target}}")],
+            "Request rate per pipeline",
+            "Pipeline requests per second, every status code (Seldon's pipeline gateway series).",
+            [(_request_rate("pipeline"), "{{pipeline}}")],
+            worlds=LOCAL_AND_SELDON,
             unit="reqps",
         ),
         _timeseries(
-            f"Latency p50 and p99 per {noun}",
-            f"Gateway request duration per {noun}, from the latency histogram.",
-            [(_latency(kind, 0.5), "{{target}} p50"), (_latency(kind, 0.99), "{{target}} p99")],
+            "Latency p50 and p99 per pipeline",
+            "Pipeline request duration, from the pipeline gateway's latency histogram.",
+            [
+                (_latency(pipeline_latency, "pipeline", 0.5), "{{pipeline}} p50"),
+                (_latency(pipeline_latency, "pipeline", 0.99), "{{pipeline}} p99"),
+            ],
+            worlds=LOCAL_AND_SELDON,
             unit="s",
         ),
         _timeseries(
-            f"Error rate per {noun}",
-            f"Share of requests per {noun} answered with a 4xx or 5xx status code.",
-            [(_error_ratio(kind), "{{target}}")],
+            "Error rate per pipeline",
+            "Share of pipeline requests answered with an error: a non-2xx HTTP status or a "
+            "gRPC code other than OK.",
+            [(_error_ratio("pipeline"), "{{pipeline}}")],
+            worlds=LOCAL_AND_SELDON,
             unit="percentunit",
             maximum=1,
+        ),
+        _timeseries(
+            "Request rate per model",
+            "Calls per second that reached each model, direct requests and pipeline steps alike "
+            "(Seldon's agent series).",
+            [(_request_rate("model"), "{{model}}")],
+            worlds=LOCAL_AND_SELDON,
+            unit="reqps",
+        ),
+        _timeseries(
+            "Mean latency per model",
+            "Mean duration of the calls to each model over the rate interval (the agent's "
+            "latency sum over its count; its histogram is per server, below).",
+            [(mean_latency, "{{model}}")],
+            worlds=LOCAL_AND_SELDON,
+            unit="s",
+        ),
+        _timeseries(
+            "Latency p50 and p99 per server",
+            "Duration of every call to the models of each MLServer Server, from the agent's "
+            "latency histogram (the explainer's second-long anchor searches included).",
+            [
+                (_latency(model_latency, "server", 0.5), "{{server}} p50"),
+                (_latency(model_latency, "server", 0.99), "{{server}} p99"),
+            ],
+            worlds=LOCAL_AND_SELDON,
+            unit="s",
+        ),
+        _timeseries(
+            "Error rate per model",
+            "Share of the calls to each model answered with an error: a non-2xx HTTP status or "
+            "a gRPC code other than OK.",
+            [(_error_ratio("model"), "{{model}}")],
+            worlds=LOCAL_AND_SELDON,
+            unit="percentunit",
+            maximum=1,
+        ),
+        _timeseries(
+            "Asynchronous steps dropped per pipeline",
+            "Requests whose asynchronous steps (the drift detector) the local gateway dropped "
+            "because its queue was full.",
+            [
+                (
+                    f"sum by (pipeline) ({_rate('income_gateway_async_dropped_total')})",
+                    "{{pipeline}}",
+                )
+            ],
+            worlds=LOCAL,
+            unit="reqps",
         ),
     ]
 
@@ -227,6 +325,7 @@ def _sections() -> list[tuple[str, list[dict[str, Any]]]]:
             "is_drift of the drift detector's last batch: DRIFT when any feature's p-value fell "
             "below the threshold.",
             [("max(income_drift_is_drift)", "")],
+            worlds=ALL_WORLDS,
             unit="none",
             mappings=[
                 _value_text(0, "no drift", "green", 0),
@@ -244,6 +343,7 @@ def _sections() -> list[tuple[str, list[dict[str, Any]]]]:
                     "",
                 )
             ],
+            worlds=ALL_WORLDS,
             unit="percentunit",
             red_from=0.1,
         ),
@@ -251,45 +351,21 @@ def _sections() -> list[tuple[str, list[dict[str, Any]]]]:
             "Accuracy from feedback (rolling)",
             "Rolling accuracy of the predictions whose ground-truth labels arrived, per pipeline.",
             [("max by (pipeline) (income_feedback_accuracy)", "{{pipeline}}")],
+            worlds=ALL_WORLDS,
             unit="percentunit",
             red_below=0.75,
         ),
         _stat(
             "Models ready",
-            "Whether MLServer reports each model ready, as the gateway sees it.",
-            [("max by (model) (seldon_gateway_model_ready)", "{{model}}")],
+            "Whether MLServer reports each model ready, as the local gateway polls it.",
+            [("max by (model) (income_gateway_model_ready)", "{{model}}")],
+            worlds=LOCAL,
             unit="none",
             mappings=[_value_text(0, "down", "red", 0), _value_text(1, "ready", "green", 1)],
             red_below=1,
         ),
     ]
-    failed_calls = _rate("seldon_gateway_model_calls_total", 'outcome="error"')
-    model_call_errors = _zero_when_absent(
-        f"sum by (model) ({failed_calls})",
-        f"sum by (model) ({_rate('seldon_gateway_model_calls_total')})",
-    )
-    service = [
-        *_service_panels("pipeline", "pipeline"),
-        *_service_panels("model", "model"),
-        _timeseries(
-            "Failed MLServer calls per model",
-            "Calls from the gateway to MLServer that failed, per second, per model.",
-            [(model_call_errors, "{{model}}")],
-            unit="ops",
-        ),
-        _timeseries(
-            "Asynchronous steps dropped per pipeline",
-            "Requests whose asynchronous steps (the drift detector) were dropped because the "
-            "queue was full.",
-            [
-                (
-                    f"sum by (pipeline) ({_rate('seldon_gateway_async_dropped_total')})",
-                    "{{pipeline}}",
-                )
-            ],
-            unit="reqps",
-        ),
-    ]
+    service = _service_panels()
     drift = [
         _timeseries(
             "Drift detected (is_drift)",
@@ -303,6 +379,7 @@ def _sections() -> list[tuple[str, list[dict[str, Any]]]]:
                     "share of runs drifted",
                 ),
             ],
+            worlds=ALL_WORLDS,
             unit="none",
             maximum=1,
             step=True,
@@ -315,6 +392,7 @@ def _sections() -> list[tuple[str, list[dict[str, Any]]]]:
                 ("min by (feature) (income_drift_feature_p_value)", "{{feature}}"),
                 ("max(income_drift_threshold)", "threshold"),
             ],
+            worlds=ALL_WORLDS,
             unit="none",
             minimum=None,
             maximum=1,
@@ -326,6 +404,7 @@ def _sections() -> list[tuple[str, list[dict[str, Any]]]]:
             "Feature test statistics",
             "Each feature's test statistic in the last batch (K-S distance or chi-squared).",
             [("max by (feature) (income_drift_feature_distance)", "{{feature}}")],
+            worlds=ALL_WORLDS,
             unit="none",
             step=True,
         ),
@@ -336,6 +415,7 @@ def _sections() -> list[tuple[str, list[dict[str, Any]]]]:
                 (f"sum({_rate('income_drift_rows_total')})", "rows"),
                 (f"sum({_rate('income_drift_runs_total')})", "runs"),
             ],
+            worlds=ALL_WORLDS,
             unit="ops",
         ),
     ]
@@ -351,6 +431,7 @@ def _sections() -> list[tuple[str, list[dict[str, Any]]]]:
                     "outliers",
                 )
             ],
+            worlds=ALL_WORLDS,
             unit="percentunit",
             maximum=1,
         ),
@@ -361,6 +442,7 @@ def _sections() -> list[tuple[str, list[dict[str, Any]]]]:
                 (f"histogram_quantile(0.5, {score_buckets})", "p50"),
                 (f"histogram_quantile(0.99, {score_buckets})", "p99"),
             ],
+            worlds=ALL_WORLDS,
             unit="none",
             minimum=None,
         ),
@@ -369,6 +451,7 @@ def _sections() -> list[tuple[str, list[dict[str, Any]]]]:
             "Share of each predicted class (income <=50K or >50K) among the classifier's "
             "predictions.",
             [(f"sum by (class) ({_rate('income_predictions_total')})", "{{class}}")],
+            worlds=LOCAL_AND_SELDON,
             unit="reqps",
             stacking="percent",
         ),
@@ -376,7 +459,7 @@ def _sections() -> list[tuple[str, list[dict[str, Any]]]]:
     feedback = [
         _timeseries(
             "Accuracy from feedback",
-            "Rolling accuracy per pipeline (the gateway's window), and the share of labelled "
+            "Rolling accuracy per pipeline (the monitor's window), and the share of labelled "
             "predictions that were correct over the rate interval.",
             [
                 ("max by (pipeline) (income_feedback_accuracy)", "{{pipeline}} rolling"),
@@ -386,6 +469,7 @@ def _sections() -> list[tuple[str, list[dict[str, Any]]]]:
                     "{{pipeline}} over the interval",
                 ),
             ],
+            worlds=ALL_WORLDS,
             unit="percentunit",
             maximum=1,
         ),
@@ -393,6 +477,7 @@ def _sections() -> list[tuple[str, list[dict[str, Any]]]]:
             "Label mix from feedback",
             "Share of each ground-truth class among the labels that arrived.",
             [(f"sum by (class) ({_rate('income_feedback_labels_total')})", "{{class}}")],
+            worlds=ALL_WORLDS,
             unit="reqps",
             stacking="percent",
         ),
@@ -401,6 +486,7 @@ def _sections() -> list[tuple[str, list[dict[str, Any]]]]:
             "p-value of the test comparing the labels' class distribution with the training "
             "labels; low means the target drifted.",
             [("min by (pipeline) (income_target_drift_p_value)", "{{pipeline}}")],
+            worlds=ALL_WORLDS,
             unit="none",
             minimum=None,
             maximum=1,
@@ -410,6 +496,7 @@ def _sections() -> list[tuple[str, list[dict[str, Any]]]]:
             "Labelling rows by reason",
             "Rows appended to the labelling dataset per second, by reason (outlier or drift).",
             [(f"sum by (reason) ({_rate('income_labelling_rows_total')})", "{{reason}}")],
+            worlds=ALL_WORLDS,
             unit="ops",
             stacking="normal",
             bars=True,
@@ -417,7 +504,7 @@ def _sections() -> list[tuple[str, list[dict[str, Any]]]]:
     ]
     return [
         ("Overview", overview),
-        ("Service: requests, latency, errors (gateway)", service),
+        ("Service: requests, latency, errors (Seldon's series)", service),
         ("Drift (income-drift)", drift),
         ("Outliers and predictions", outliers),
         ("Ground truth and labelling", feedback),
@@ -461,9 +548,12 @@ def build_dashboard() -> dict[str, Any]:
         "uid": DASHBOARD_UID,
         "title": DASHBOARD_TITLE,
         "description": (
-            "Income classifier on Seldon Core v2 / KServe: gateway requests, latency and errors; "
+            "Income classifier on Seldon Core v2 / KServe: requests, latency and errors "
+            "(Seldon's pipeline gateway and agent series, which the local gateway exports too); "
             "drift, outliers and predictions from MLServer; accuracy and target drift from "
-            "ground-truth feedback; rows sent for labelling. Generated by "
+            "ground-truth feedback; rows sent for labelling. Each panel's description ends with "
+            "the worlds that export its series: local (income-bundle serve), seldon (the Seldon "
+            "cluster path), kserve (the KServe path: detectors and monitor). Generated by "
             "income_bundle.monitoring.dashboard."
         ),
         "tags": ["income", "seldon", "mlserver", "drift"],

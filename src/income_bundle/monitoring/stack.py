@@ -237,7 +237,7 @@ class MonitoringStack:
             "route": {
                 "receiver": "income-webhook",
                 # One notification per alert and what it is about (feature, model, pipeline).
-                "group_by": ["alertname", "model", "feature", "pipeline", "target"],
+                "group_by": ["alertname", "model", "feature", "pipeline"],
                 "group_wait": "1s",
                 "group_interval": "5s",
                 "repeat_interval": "1h",
@@ -276,12 +276,17 @@ class MonitoringStack:
         return {item["metric"]["job"]: item["value"][1] == "1" for item in result}
 
     def wait_for_scrapes_after(self, since: float, timeout_s: float = 60.0) -> None:
-        """Block until every target has been scraped after `since` (Unix time), so instant queries
-        see what happened before it; raises MonitoringStackError on timeout."""
+        """Block until every target has been scraped successfully after `since` (Unix time), so
+        instant queries see what happened before it (a failed scrape, say one that timed out on
+        a busy machine, does not count); raises MonitoringStackError on timeout."""
         deadline = time.monotonic() + timeout_s
         while True:
-            result = self.query("min(timestamp(up))")
-            if result and float(result[0]["value"][1]) > since:
+            # `up` is stamped with the scrape's time: 1 for a scrape that succeeded.
+            result = self.query("timestamp(up == 1) or up == 0")
+            if result and all(
+                item["metric"].get("__name__") is None and float(item["value"][1]) > since
+                for item in result
+            ):
                 return
             if time.monotonic() > deadline:
                 raise MonitoringStackError(f"no scrape of every target within {timeout_s:g} s")

@@ -71,7 +71,7 @@ class Gateway:
         self.engines = {
             name: PipelineEngine(
                 pipeline,
-                self._call_model,
+                self._call_step,
                 step_timeout_s=step_timeout_s,
                 async_queue_size=async_queue_size,
             )
@@ -86,13 +86,36 @@ class Gateway:
     async def _call_model(
         self, model: str, tensors: list[Tensor], extra: dict | None = None
     ) -> list[Tensor]:
+        return await self.forwarder.infer(model, tensors, extra)
+
+    async def _call_step(
+        self, model: str, tensors: list[Tensor], extra: dict | None = None
+    ) -> list[Tensor]:
+        """A pipeline step's call to MLServer (over REST), counted as Seldon's agent counts the
+        dataflow engine's calls."""
+        with self._agent_counted(model, "rest"):
+            return await self._call_model(model, tensors, extra)
+
+    @contextlib.contextmanager
+    def _agent_counted(self, model: str, method_type: str):
+        """Counts a call that reaches MLServer as Seldon's agent in front of MLServer counts it
+        (a request the gateway refused never got there); a call cancelled by a timeout, whose
+        answer never came, is not counted."""
+        started = time.perf_counter()
+        status: int | None = 500
         try:
-            outputs = await self.forwarder.infer(model, tensors, extra)
-        except GatewayError:
-            self.metrics.model_calls.labels(model, "error").inc()
+            yield
+            status = 200
+        except GatewayError as e:
+            status = e.status
             raise
-        self.metrics.model_calls.labels(model, "ok").inc()
-        return outputs
+        except asyncio.CancelledError:
+            status = None
+            raise
+        finally:
+            if status is not None:
+                elapsed = time.perf_counter() - started
+                self.metrics.observe_model(model, method_type, status, elapsed)
 
     def observe(self, observer: PipelineObserver) -> None:
         """Hand every pipeline request's data to `observer` (the monitor's local source)."""
@@ -116,7 +139,7 @@ class Gateway:
         await self.forwarder.close()
 
     async def _poll_ready(self) -> None:
-        """Keep `seldon_gateway_model_ready` current, for the IncomeModelDown alert."""
+        """Keep `income_gateway_model_ready` current, for the IncomeModelDown alert."""
         while True:
             for model in sorted(self.bundle.models):
                 try:
@@ -207,12 +230,14 @@ class Gateway:
         contract.validate(request)
         echo = request.header_id or request.body_id()
         if request.raw is not None:  # the JSON as the client sent it, checked
-            answer = await self._forward_bytes(name, request.raw)
+            with self._agent_counted(name, "rest"):
+                answer = await self._forward_bytes(name, request.raw)
             return InferResult("model", name, None, echo, raw=answer)
         tensors = request.decode()
         try:
             async with asyncio.timeout(self.step_timeout_s):
-                outputs = await self._call_model(name, tensors, request.forwarded_extra())
+                with self._agent_counted(name, request.protocol):
+                    outputs = await self._call_model(name, tensors, request.forwarded_extra())
         except TimeoutError:
             raise GatewayError(
                 504, f"model {name} did not answer within {self.step_timeout_s:g} s"
@@ -257,13 +282,7 @@ class Gateway:
             )
 
     async def _forward_bytes(self, name: str, raw: bytes) -> bytes:
-        try:
-            answer = await self.forwarder.infer_bytes(name, raw)
-        except GatewayError:
-            self.metrics.model_calls.labels(name, "error").inc()
-            raise
-        self.metrics.model_calls.labels(name, "ok").inc()
-        return answer
+        return await self.forwarder.infer_bytes(name, raw)
 
     async def metadata(self, target: str | None) -> dict[str, Any]:
         """Model metadata in the protocol's shape: MLServer's for a model; for a pipeline,
