@@ -39,8 +39,14 @@ ROLE_OBJECT_TEMPLATES = (
     "kafka.yaml",
     "server.yaml",
     "income-monitoring.yaml",
+    "seldon-monitors.yaml",
     "grafana-dashboard.yaml",
     "knative-config.yaml",
+    "income-monitor-seldon.yaml",
+    "income-monitor-kserve.yaml",
+    "income-monitor-podmonitor-seldon.yaml",
+    "income-monitor-podmonitor-kserve.yaml",
+    "income-monitor-triggers.yaml",
 )
 
 

@@ -298,9 +298,15 @@ class SimCluster:
     certificates, kubeconfig, logs) removed, on exit, also when starting fails halfway.
     """
 
-    def __init__(self, nodes: int = 1, ready_timeout_s: float = 180.0) -> None:
+    def __init__(
+        self, nodes: int = 1, ready_timeout_s: float = 180.0, admission_webhooks: bool = True
+    ) -> None:
         self.nodes = nodes
         self.ready_timeout_s = ready_timeout_s
+        # False: the API server calls no admission webhook. Charts register webhooks served by
+        # pods that never run here (cert-manager, KServe, Knative, prometheus-operator); with
+        # failurePolicy Fail each would refuse every later write of its kinds.
+        self.admission_webhooks = admission_webhooks
         self.bin_dir = binary_dir()
         self.workdir: Path | None = None
         self.kubeconfig: Path | None = None
@@ -369,6 +375,14 @@ class SimCluster:
                 # kind's API server allows privileged pods (node-exporter asks for host namespaces).
                 "--allow-privileged=true",
                 f"--cert-dir={self.workdir / 'apiserver-certs'}",
+                *(
+                    []
+                    if self.admission_webhooks
+                    else [
+                        "--disable-admission-plugins="
+                        "MutatingAdmissionWebhook,ValidatingAdmissionWebhook"
+                    ]
+                ),
             ],
         )
         self.kubeconfig = self._write_kubeconfig(certs)
@@ -402,6 +416,11 @@ class SimCluster:
                 "--manage-all-nodes=true",
                 f"--cidr={POD_CIDR}",
                 "--node-ip=127.0.0.1",
+                # Heartbeat through a Lease renewed every 10 s, as kwok's configuration defaults
+                # (v1alpha1 NodeLeaseDurationSeconds 40) and kubelets do: the empty --config leaves
+                # it 0, and the status heartbeats (every 20-45 s) then miss the node lifecycle
+                # controller's 50 s grace on a busy machine, which marks every pod NotReady for good.
+                "--node-lease-duration-seconds=40",
                 f"--server-address=127.0.0.1:{_free_port()}",
                 # An empty configuration: a user's ~/.kwok/kwok.yaml must not change the stages.
                 f"--config={self._empty_file('kwok.yaml')}",

@@ -47,6 +47,7 @@ __all__ = [
     "helm_template",
     "kserve_selector_problems",
     "kubernetes_schema_version",
+    "monitor_problems",
     "node_kubernetes_version",
     "object_problems",
     "seldon_selector_problems",
@@ -354,19 +355,8 @@ def seldon_selector_problems(rendered_dir: Path, roles_dir: Path) -> list[str]:
                     f"PodMonitor {name} scrapes port {endpoint.get('port')!r}; MLServer's metrics "
                     f"port is {SELDON_SERVER_METRICS_PORT!r} on Seldon's server pods"
                 )
-    ecosystem = _defaults(roles_dir, "ecosystem")
-    pool_and_kafka = _documents(rendered_dir / "kafka.yaml")
-    (kafka,) = [doc for doc in pool_and_kafka if doc["kind"] == "Kafka"]
-    plain_ports = [
-        listener["port"]
-        for listener in kafka["spec"]["kafka"]["listeners"]
-        if listener["type"] == "internal" and not listener.get("tls")
-    ]
-    expected = {
-        f"{kafka['metadata']['name']}{STRIMZI_BOOTSTRAP_SUFFIX}."
-        f"{ecosystem['ecosystem_mesh_namespace']}:{port}"
-        for port in plain_ports
-    }
+    kafka = _strimzi_kafka(rendered_dir)
+    expected = _strimzi_bootstraps(rendered_dir, roles_dir)
     # The external listener the seldon CLI reads from the host: its NodePorts must be ones kind
     # publishes, and the broker must advertise the host port kind maps to its NodePort (Strimzi
     # hands clients the advertised address after bootstrap).
@@ -395,6 +385,185 @@ def seldon_selector_problems(rendered_dir: Path, roles_dir: Path) -> list[str]:
             f"seldon_core_kafka_bootstrap is {bootstrap}; the Kafka cluster the ecosystem role "
             f"creates answers on {', '.join(sorted(expected)) or 'no plain internal listener'}"
         )
+    return problems
+
+
+def _strimzi_kafka(rendered_dir: Path) -> dict:
+    """The Kafka object of the ecosystem role (rendered kafka.yaml)."""
+    (kafka,) = [doc for doc in _documents(rendered_dir / "kafka.yaml") if doc["kind"] == "Kafka"]
+    return kafka
+
+
+def _strimzi_bootstraps(rendered_dir: Path, roles_dir: Path) -> set[str]:
+    """The in-cluster addresses the ecosystem role's Kafka answers on without TLS: its bootstrap
+    Service, <name>-kafka-bootstrap.<namespace>, on each plain internal listener's port."""
+    kafka = _strimzi_kafka(rendered_dir)
+    namespace = _defaults(roles_dir, "ecosystem")["ecosystem_mesh_namespace"]
+    return {
+        f"{kafka['metadata']['name']}{STRIMZI_BOOTSTRAP_SUFFIX}.{namespace}:{listener['port']}"
+        for listener in kafka["spec"]["kafka"]["listeners"]
+        if listener["type"] == "internal" and not listener.get("tls")
+    }
+
+
+# --- The monitor (income_monitor role) -----------------------------------------------------------
+
+# The income_monitor role's templates as tests/ansible/render.yaml renders them, once per path.
+MONITOR_PLATFORMS = ("seldon", "kserve")
+# knative.dev/pkg resolver URIFromObjectReference (the eventing knative-v1.21.0 go.mod's pkg): a
+# Trigger's subscriber ref to a v1 Service is called at http://<name>.<namespace>.svc.cluster.local/,
+# that is port 80, with the subscriber's relative uri resolved against it.
+KNATIVE_SERVICE_SUBSCRIBER_PORT = 80
+
+
+def _arguments(container: dict) -> dict[str, str]:
+    """--name=value arguments of a container, by name."""
+    return dict(
+        arg.removeprefix("--").split("=", 1) for arg in container.get("args", []) if "=" in arg
+    )
+
+
+def monitor_problems(rendered_dir: Path, roles_dir: Path, kserve_dir: Path) -> list[str]:
+    """The monitor's objects (income_monitor role) against each other and what they address:
+    its Service and PodMonitor select the StatefulSet's pods and name its port; on Seldon it reads
+    the topics of the Models' namespace from the Kafka the ecosystem role creates; on KServe its
+    Triggers pass exactly the CloudEvents types the monitor accepts (kserve_source.EVENT_TYPES),
+    from kserve/'s broker and InferenceService, to a Service port Knative calls."""
+    from income_bundle.monitoring.kserve_source import EVENT_TYPES
+
+    problems = []
+    kserve_docs = [doc for path in sorted(kserve_dir.glob("*.yaml")) for doc in _documents(path)]
+    brokers = {d["metadata"]["name"] for d in kserve_docs if d["kind"] == "Broker"}
+    inference_services = {
+        d["metadata"]["name"] for d in kserve_docs if d["kind"] == "InferenceService"
+    }
+    for platform in MONITOR_PLATFORMS:
+        docs = _documents(rendered_dir / f"income-monitor-{platform}.yaml")
+        (workload,) = [d for d in docs if d["kind"] == "StatefulSet"]
+        services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+        name, namespace = workload["metadata"]["name"], workload["metadata"]["namespace"]
+        where = f"{platform} monitor StatefulSet {namespace}/{name}"
+        pod = workload["spec"]["template"]
+        labels = pod["metadata"].get("labels", {})
+        (container,) = pod["spec"]["containers"]
+        ports = {p["name"]: p["containerPort"] for p in container.get("ports", []) if "name" in p}
+        arguments = _arguments(container)
+        if workload["spec"].get("replicas") != 1:
+            problems.append(
+                f"{where}: {workload['spec'].get('replicas')} replicas; SQLite has one writer"
+            )
+        if not _labels_match(workload["spec"]["selector"], labels):
+            problems.append(f"{where}: its selector does not match its pod template's labels")
+        if workload["spec"].get("serviceName") not in services:
+            problems.append(
+                f"{where}: serviceName {workload['spec'].get('serviceName')!r} is not its Service"
+            )
+        if str(ports.get("http")) != arguments.get("port"):
+            problems.append(
+                f"{where}: container port http is {ports.get('http')}, the monitor listens on "
+                f"--port={arguments.get('port')}"
+            )
+        for probe in ("readinessProbe", "livenessProbe"):
+            port = container.get(probe, {}).get("httpGet", {}).get("port")
+            if port not in ports and port not in ports.values():
+                problems.append(
+                    f"{where}: {probe} calls port {port!r}, not a port of the container"
+                )
+        for service in services.values():
+            selector = {"matchLabels": service["spec"].get("selector", {})}
+            if not _labels_match(selector, labels):
+                problems.append(
+                    f"{platform} monitor Service {service['metadata']['name']} selects "
+                    f"{service['spec'].get('selector')}, which the pods of {name} do not carry ({labels})"
+                )
+            for port in service["spec"].get("ports", []):
+                target = port.get("targetPort", port["port"])
+                if target not in ports and target not in ports.values():
+                    problems.append(
+                        f"{platform} monitor Service {service['metadata']['name']}: port {port['port']} "
+                        f"targets {target!r}, not a port of the container ({ports})"
+                    )
+        for monitor in _documents(rendered_dir / f"income-monitor-podmonitor-{platform}.yaml"):
+            where_monitor = f"{platform} monitor PodMonitor {monitor['metadata']['name']}"
+            if not _labels_match(monitor["spec"]["selector"], labels):
+                problems.append(
+                    f"{where_monitor} selects {monitor['spec']['selector']}, which the pods of "
+                    f"{name} do not carry ({labels})"
+                )
+            if namespace not in monitor["spec"].get("namespaceSelector", {}).get("matchNames", []):
+                problems.append(f"{where_monitor} does not look in namespace {namespace}")
+            for endpoint in monitor["spec"].get("podMetricsEndpoints", []):
+                if endpoint.get("port") not in ports:
+                    problems.append(
+                        f"{where_monitor} scrapes port {endpoint.get('port')!r}; the container's "
+                        f"named ports are {sorted(ports)}"
+                    )
+        if platform == "seldon":
+            bootstraps = _strimzi_bootstraps(rendered_dir, roles_dir)
+            if arguments.get("kafka-bootstrap") not in bootstraps:
+                problems.append(
+                    f"{where}: --kafka-bootstrap={arguments.get('kafka-bootstrap')}; the Kafka "
+                    f"cluster the ecosystem role creates answers on {', '.join(sorted(bootstraps))}"
+                )
+            models_namespace = _defaults(roles_dir, "income_pipeline")["income_pipeline_namespace"]
+            if arguments.get("namespace") != models_namespace or namespace != models_namespace:
+                problems.append(
+                    f"{where}: runs in {namespace} and reads the topics of namespace "
+                    f"{arguments.get('namespace')}; the income Models run in {models_namespace}"
+                )
+            continue
+        if "kafka-bootstrap" in arguments:
+            problems.append(f"{where}: reads Kafka on the KServe path, which has none")
+        triggers = _documents(rendered_dir / "income-monitor-triggers.yaml")
+        types = [t["spec"].get("filter", {}).get("attributes", {}).get("type") for t in triggers]
+        if sorted(types) != sorted(EVENT_TYPES):
+            problems.append(
+                f"the monitor's Triggers pass types {sorted(types)}; the monitor accepts "
+                f"{sorted(EVENT_TYPES)} (kserve_source.EVENT_TYPES), each once"
+            )
+        for trigger in triggers:
+            spec, where_trigger = trigger["spec"], f"Trigger {trigger['metadata']['name']}"
+            attributes = spec.get("filter", {}).get("attributes", {})
+            if spec.get("broker") not in brokers:
+                problems.append(
+                    f"{where_trigger} subscribes on broker {spec.get('broker')!r}, not in kserve/"
+                )
+            if attributes.get("inferenceservicename") not in inference_services:
+                problems.append(
+                    f"{where_trigger} passes InferenceService {attributes.get('inferenceservicename')!r}, "
+                    f"not in kserve/"
+                )
+            elif attributes["inferenceservicename"] != arguments.get("pipeline"):
+                problems.append(
+                    f"{where_trigger} passes InferenceService {attributes['inferenceservicename']}'s "
+                    f"events; the monitor records --pipeline={arguments.get('pipeline')}"
+                )
+            if trigger["metadata"].get("namespace") != namespace:
+                problems.append(f"{where_trigger} is not in the monitor's namespace {namespace}")
+            ref = spec.get("subscriber", {}).get("ref", {})
+            service = (
+                services.get(ref.get("name"))
+                if (ref.get("apiVersion"), ref.get("kind")) == ("v1", "Service")
+                else None
+            )
+            if service is None:
+                problems.append(f"{where_trigger} delivers to {ref}, not the monitor's Service")
+                continue
+            called = [
+                p
+                for p in service["spec"].get("ports", [])
+                if p["port"] == KNATIVE_SERVICE_SUBSCRIBER_PORT
+            ]
+            if not called:
+                problems.append(
+                    f"{where_trigger}: Knative calls Service {ref['name']} on port "
+                    f"{KNATIVE_SERVICE_SUBSCRIBER_PORT}, which it does not have"
+                )
+            if spec["subscriber"].get("uri") != "/cloudevents":
+                problems.append(
+                    f"{where_trigger} delivers to path {spec['subscriber'].get('uri')!r}; the "
+                    f"monitor's CloudEvents route is /cloudevents"
+                )
     return problems
 
 
