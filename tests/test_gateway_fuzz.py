@@ -31,10 +31,13 @@ def _check(case, response) -> None:
         assert set(response.json()) == {"error"}, response.text[:300]
 
 
+OPERATIONS = 10  # openapi.yaml's; feedback is the monitor's API, not the gateway's
+
+
 def test_every_operation_with_generated_requests(seldon):
     schema = schemathesis.openapi.from_path(OPENAPI_PATH)
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 11
+    assert len(operations) == OPERATIONS
     sent: dict[str, int] = {}
     for operation in operations:
 
@@ -46,7 +49,7 @@ def test_every_operation_with_generated_requests(seldon):
             _check(case, response)
 
         fuzz()
-    assert len(sent) == 11 and min(sent.values()) >= 1
+    assert len(sent) == OPERATIONS and min(sent.values()) >= 1
 
 
 def test_inference_with_generated_bodies_for_every_target(seldon):
