@@ -170,3 +170,13 @@ def test_alerts_follow_the_traffic_and_the_dashboard_has_data(watched, scenario)
         if not stack.query(expr):
             empty.append(f"{title}: {expr}")
     assert empty == [], "panels without data:\n" + "\n".join(empty)
+
+
+def test_waiting_for_scrapes_returns_only_after_every_target_was_scraped(watched):
+    """What the demo relies on to read Prometheus right after its last request."""
+    _, stack, _ = watched
+    since = time.time()
+    stack.wait_for_scrapes_after(since)
+    stamps = {i["metric"]["job"]: float(i["value"][1]) for i in stack.query("timestamp(up)")}
+    assert set(stamps) == set(TARGETS)
+    assert all(stamp > since for stamp in stamps.values()), stamps

@@ -279,14 +279,14 @@ class MonitoringStack:
         """Block until every target has been scraped successfully after `since` (Unix time), so
         instant queries see what happened before it (a failed scrape, say one that timed out on
         a busy machine, does not count); raises MonitoringStackError on timeout."""
+        jobs = [job["job_name"] for job in self.prometheus_config()["scrape_configs"]]
         deadline = time.monotonic() + timeout_s
         while True:
-            # `up` is stamped with the scrape's time: 1 for a scrape that succeeded.
-            result = self.query("timestamp(up == 1) or up == 0")
-            if result and all(
-                item["metric"].get("__name__") is None and float(item["value"][1]) > since
-                for item in result
-            ):
+            # `up` is 1 for a scrape that succeeded, stamped with the scrape's time. timestamp()
+            # takes the selector itself: of an expression it gives the query's time instead.
+            stamps = {i["metric"]["job"]: float(i["value"][1]) for i in self.query("timestamp(up)")}
+            ups = self.targets_up()
+            if all(ups.get(job) and stamps.get(job, 0) > since for job in jobs):
                 return
             if time.monotonic() > deadline:
                 raise MonitoringStackError(f"no scrape of every target within {timeout_s:g} s")
