@@ -71,6 +71,16 @@ def _flat(array: np.ndarray) -> list:
     return np.asarray(array).reshape(-1).tolist()
 
 
+def read_verdict(batch: DriftBatch, outputs: dict[str, np.ndarray], taps: PipelineTaps) -> None:
+    """The drift detector's verdict, p-values and threshold, from its output tensors."""
+    if taps.drift_verdict in outputs:
+        batch.is_drift = bool(_flat(outputs[taps.drift_verdict])[0])
+    if taps.drift_p_values in outputs:
+        batch.p_values = [float(v) for v in _flat(outputs[taps.drift_p_values])]
+    if taps.drift_threshold in outputs:
+        batch.threshold = float(_flat(outputs[taps.drift_threshold])[0])
+
+
 def translate(message: SeldonMessage, namer: TopicNamer, taps: PipelineTaps) -> StoreWrite:
     """The record parts one Seldon message carries; empty for messages the monitor ignores."""
     change = StoreWrite()
@@ -120,12 +130,7 @@ def translate(message: SeldonMessage, namer: TopicNamer, taps: PipelineTaps) -> 
     elif topic.name == taps.drift_model:
         outputs = _tensors(decode_response(message.value))
         batch = DriftBatch(request_id, pipeline, time=time)
-        if taps.drift_verdict in outputs:
-            batch.is_drift = bool(_flat(outputs[taps.drift_verdict])[0])
-        if taps.drift_p_values in outputs:
-            batch.p_values = [float(v) for v in _flat(outputs[taps.drift_p_values])]
-        if taps.drift_threshold in outputs:
-            batch.threshold = float(_flat(outputs[taps.drift_threshold])[0])
+        read_verdict(batch, outputs, taps)
         change.drift_batches.append(batch)
     return change
 

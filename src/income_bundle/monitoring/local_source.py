@@ -21,10 +21,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from income_bundle.monitoring.kafka_source import PipelineTaps
+# The same tensor readings as the Kafka source's, so both make the same records.
+from income_bundle.monitoring.kafka_source import PipelineTaps, _flat, _rows, read_verdict
+from income_bundle.monitoring.kafka_source import _tensors as _named
 from income_bundle.monitoring.store import DriftBatch, RecordStore, RequestRecord, StoreWrite
 from income_bundle.seldon.engine import StepResult
 from income_bundle.seldon.tensors import Tensor
@@ -45,22 +46,6 @@ class _HandOver:
     time: float
     inputs: list[Tensor] | None  # None: the asynchronous steps' results
     results: dict[str, StepResult]
-
-
-def _array(tensor: Tensor) -> np.ndarray:
-    return np.asarray(tensor.data).reshape(tensor.shape)
-
-
-def _named(tensors: Sequence[Tensor]) -> dict[str, np.ndarray]:
-    return {t.name: _array(t) for t in tensors}
-
-
-def _rows(array: np.ndarray) -> list[list[float]]:
-    return np.asarray(array, dtype=float).reshape(array.shape[0], -1).tolist()
-
-
-def _flat(array: np.ndarray) -> list:
-    return np.asarray(array).reshape(-1).tolist()
 
 
 def translate_request(
@@ -106,13 +91,7 @@ def translate_async(
     features = _named(drift.inputs).get(taps.features)
     if features is not None:
         batch.rows = _rows(features)
-    outputs = _named(drift.outputs)
-    if taps.drift_verdict in outputs:
-        batch.is_drift = bool(_flat(outputs[taps.drift_verdict])[0])
-    if taps.drift_p_values in outputs:
-        batch.p_values = [float(v) for v in _flat(outputs[taps.drift_p_values])]
-    if taps.drift_threshold in outputs:
-        batch.threshold = float(_flat(outputs[taps.drift_threshold])[0])
+    read_verdict(batch, _named(drift.outputs), taps)
     change.drift_batches.append(batch)
     return change
 
