@@ -15,17 +15,17 @@ PYTEST_ARGS ?=
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(DEPS_STAMP): requirements.txt constraints.txt pyproject.toml
+$(DEPS_STAMP): requirements.txt constraints.txt pyproject.toml dev/pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11 or run 'make PYTHON=/path/to/python3.11 ...'"; exit 1; }
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { echo "error: $(PYTHON) is not Python 3.11"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip==24.3.1"
 	$(BIN)/python -m pip install --quiet -r requirements.txt -c constraints.txt
-	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e . -e dev
 	touch $@
 
 .PHONY: deps
-deps: $(DEPS_STAMP) ## Create .venv and install the pinned dependencies and this package
+deps: $(DEPS_STAMP) ## Create .venv and install the pinned dependencies, this package and its development rigs (dev/)
 
 .PHONY: lock
 lock: deps ## Re-resolve constraints.txt from requirements.txt (needs network)
@@ -53,30 +53,33 @@ monitor: deps ## Prometheus (9090) and Alertmanager (9093) on loopback watching 
 	$(CLI) monitor
 
 .PHONY: test
-test: deps ## Run the test suite (trains artifacts once if needed)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
-
-# The modules holding the `fast` tests: collecting the whole suite alone takes most of a minute.
-FAST_TESTS = tests/test_gateway_units.py tests/test_engine.py
+test: deps ## Run every tier (unit, integration, cluster), printing each tier's time; what CI runs
+	@failed=; for tier in unit integration cluster; do \
+	  start=$$(date +%s); echo "== tests/$$tier"; \
+	  $(BIN)/python -m pytest tests/$$tier $(PYTEST_ARGS); status=$$?; \
+	  echo "== tests/$$tier took $$(( $$(date +%s) - start )) s (exit $$status)"; \
+	  [ $$status = 0 ] || failed="$$failed $$tier"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "== failed tiers:$$failed"; exit 1; fi
 
 .PHONY: test-fast
-test-fast: deps ## The fast lane: the gateway's fronts, routing and engine in process against stub forwarders (under a minute, no training, no servers)
-	$(BIN)/python -m pytest -m fast -q $(FAST_TESTS) $(PYTEST_ARGS)
+test-fast: deps ## Every unit test (tests/unit): in process, no training, no servers; under a minute
+	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
 
 .PHONY: lint
 lint: deps ## ruff over the Python code, ansible-lint (production profile) over ansible/
-	$(BIN)/ruff check src scripts tests
-	$(BIN)/ruff format --check src scripts tests
+	$(BIN)/ruff check src dev scripts tests
+	$(BIN)/ruff format --check src dev scripts tests
 	cd ansible && PATH="$(CURDIR)/$(BIN):$$PATH" ansible-lint --nocolor
 
 .PHONY: format
 format: deps ## Apply ruff's formatting and safe fixes
-	$(BIN)/ruff check --fix src scripts tests
-	$(BIN)/ruff format src scripts tests
+	$(BIN)/ruff check --fix src dev scripts tests
+	$(BIN)/ruff format src dev scripts tests
 
 .PHONY: docs
 docs: deps ## Regenerate the README's Ansible variables table from the argument specs
-	$(BIN)/python -c "from income_bundle.ansible_docs import main; main()"
+	$(BIN)/python -c "from income_bundle_dev.ansible_docs import main; main()"
 
 .PHONY: dashboard
 dashboard: deps ## Regenerate the Grafana dashboard monitoring/grafana/income-dashboard.json from its code
@@ -135,11 +138,11 @@ inspect-cluster: ## Cluster path: the drift detector's latest verdict, read from
 
 .PHONY: test-cluster
 test-cluster: deps ## Cluster path: end-to-end scenarios against a live cluster (MESH=host:port)
-	SELDON_MESH=$(MESH) $(BIN)/python -m pytest tests/test_cluster_live.py -v
+	SELDON_MESH=$(MESH) $(BIN)/python -m pytest tests/cluster/test_cluster_live.py -v
 
 .PHONY: sim-cluster
 sim-cluster: deps ## Simulated cluster on loopback until Ctrl-C: real kube-apiserver v1.33.1 and etcd, kwok's simulated nodes, no container runs (the first run builds them with Go)
-	$(BIN)/python -m income_bundle.simcluster
+	$(BIN)/python -m income_bundle_dev.simcluster
 
 KSERVE_INGRESS_PORT ?= 8080
 KSERVE_NAMESPACE := income-kserve

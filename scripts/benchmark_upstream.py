@@ -1,8 +1,8 @@
-"""Per-call cost of the gateway's MLServer client against others (see income_bundle.seldon.upstream_benchmark)."""
+"""Per-call cost of the gateway's MLServer client against others (see income_bundle_dev.benchmarks.mlserver_client)."""
 
 import sys
 
-from income_bundle.seldon.upstream_benchmark import main
+from income_bundle_dev.benchmarks.mlserver_client import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,8 +1,12 @@
-"""Fixture chain: data -> trained artifacts -> one real MLServer per session -> clients."""
+"""Fixture chain: data -> trained artifacts -> one real MLServer per session -> clients.
+
+Tiers come from the folder: every test under tests/unit is marked `unit`, under tests/integration
+`integration`, under tests/cluster `cluster` (`pytest -m unit` is `make test-fast`)."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -12,6 +16,21 @@ import pytest
 from income_bundle.client import V2Client
 from income_bundle.scenarios import SCENARIOS, load_scenario
 from income_bundle.server import MLServer
+
+TIERS = ("unit", "integration", "cluster")
+_TESTS = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark each test with the tier of its folder; a test outside the tiers' folders is an error."""
+    for item in items:
+        try:
+            tier = Path(item.path).resolve().relative_to(_TESTS).parts[0]
+        except ValueError:
+            continue
+        if tier not in TIERS:
+            raise pytest.UsageError(f"{item.nodeid}: tests live in tests/{{{','.join(TIERS)}}}/")
+        item.add_marker(tier)
 
 
 @pytest.fixture(scope="session")
@@ -56,12 +75,12 @@ def client(request, rest, grpc):
 def seldon_bundle(tmp_path_factory):
     """The shipped manifests plus the small pipelines the gateway tests use."""
     import shutil
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    from tests.support.paths import ROOT
+
     bundle = tmp_path_factory.mktemp("bundle")
-    shutil.copytree(root / "seldon-examples", bundle, dirs_exist_ok=True)
-    for path in (root / "tests" / "data" / "pipelines").glob("*.yaml"):
+    shutil.copytree(ROOT / "seldon-examples", bundle, dirs_exist_ok=True)
+    for path in (ROOT / "tests" / "data" / "pipelines").glob("*.yaml"):
         shutil.copy(path, bundle / "pipelines" / path.name)
     return bundle
 
@@ -82,12 +101,6 @@ def mesh_rest(seldon):
     return seldon.http_url.removeprefix("http://")
 
 
-def routed(seldon, target: str, protocol: str = "rest") -> V2Client:
-    """A tritonclient-based client that sends the seldon-model header, as for seldon-mesh."""
-    address = seldon.http_url.removeprefix("http://") if protocol == "rest" else seldon.grpc_address
-    return V2Client(address, protocol, headers={"seldon-model": target})
-
-
 @pytest.fixture(scope="session")
 def rendered(tmp_path_factory):
     """Every template the Ansible roles apply, rendered with the roles' defaults (once)."""
@@ -96,13 +109,14 @@ def rendered(tmp_path_factory):
     import sys
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    from tests.support.paths import ROOT
+
     bin_dir = Path(sys.executable).parent
     directory = tmp_path_factory.mktemp("rendered")
     result = subprocess.run(
-        [str(bin_dir / "ansible-playbook"), str(root / "tests" / "ansible" / "render.yaml"),
-         "-e", f"render_dir={directory}", "-e", f"repo_root={root}"],
-        cwd=root / "ansible", capture_output=True, text=True, timeout=300,
+        [str(bin_dir / "ansible-playbook"), str(ROOT / "tests" / "ansible" / "render.yaml"),
+         "-e", f"render_dir={directory}", "-e", f"repo_root={ROOT}"],
+        cwd=ROOT / "ansible", capture_output=True, text=True, timeout=300,
         env={**os.environ, "ANSIBLE_NOCOLOR": "1", "PATH": f"{bin_dir}:{os.environ['PATH']}"},
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
@@ -113,7 +127,7 @@ def rendered(tmp_path_factory):
 def sim_cluster():
     """The simulated cluster (real kube-apiserver and etcd, kwok's simulated kubelets), once per
     session. Skips naming what is missing (Go, to build the binaries once)."""
-    from income_bundle.simcluster import SimCluster, unavailable_reason
+    from income_bundle_dev.simcluster import SimCluster, unavailable_reason
 
     if reason := unavailable_reason():
         pytest.skip(reason)

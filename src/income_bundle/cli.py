@@ -87,8 +87,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _validate_kserve(directory: Path, local_root: Path) -> int:
-    from income_bundle.upstream_checks import kserve_manifest_problems
+    from income_bundle.rigs import import_rig
 
+    kserve_manifest_problems = import_rig(
+        "upstream_checks", "validate --kserve"
+    ).kserve_manifest_problems
     problems = kserve_manifest_problems(directory, local_root)
     if problems:
         print(f"error: {directory} is not valid:", file=sys.stderr)
@@ -163,14 +166,13 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from income_bundle.monitoring.stack import (
-        AlertReceiver,
-        MonitoringStack,
-        MonitoringStackError,
-        missing_binaries,
-    )
+    from income_bundle.rigs import import_rig
 
-    problem = missing_binaries()
+    rig = import_rig("monitoring_stack", "income-bundle monitor")
+    AlertReceiver, MonitoringStack = rig.AlertReceiver, rig.MonitoringStack
+    MonitoringStackError = rig.MonitoringStackError
+
+    problem = rig.missing_binaries()
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 1

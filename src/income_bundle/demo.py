@@ -67,14 +67,13 @@ def format_table(results: list[dict]) -> str:
 
 
 def _start_monitoring(stack, seldon):
-    from income_bundle.monitoring.stack import (
-        AlertReceiver,
-        MonitoringStack,
-        MonitoringStackError,
-        missing_binaries,
-    )
+    from income_bundle.rigs import import_rig
 
-    problem = missing_binaries()
+    rig = import_rig("monitoring_stack", "demo --monitor")
+    AlertReceiver, MonitoringStack = rig.AlertReceiver, rig.MonitoringStack
+    MonitoringStackError = rig.MonitoringStackError
+
+    problem = rig.missing_binaries()
     if problem:
         raise MonitoringStackError(f"demo --monitor: {problem}")
     receiver = stack.enter_context(AlertReceiver(echo=True))

@@ -18,7 +18,7 @@ local gateway exports under the same names).
 
 Every panel's description ends with the worlds whose components export its series ("Worlds:
 local, seldon."), as the alert rules' `worlds` annotation does; `panel_worlds` reads it back and
-tests/test_metric_worlds.py checks it against what each world's components export.
+tests/cluster/test_metric_worlds.py checks it against what each world's components export.
 """
 
 from __future__ import annotations

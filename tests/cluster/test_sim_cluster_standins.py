@@ -1,0 +1,149 @@
+"""The stand-in controllers on the simulated cluster: the roles' waits are satisfied by exactly
+the conditions the real controllers set, and a wait for a condition the real controller never
+sets in that configuration fails."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from income_bundle_dev.standins import STAND_INS, StandInControllers
+from tests.support.paths import ROOT
+
+UPSTREAM = ROOT.parent / "shared" / "upstream"
+ROLES = ROOT / "ansible" / "roles"
+# Conditions that real parts of the simulated cluster set (no stand-in needed).
+SET_BY_THE_SIMULATED_CLUSTER = {
+    ("Node", "Ready"): "kwok's node stages",
+    ("CustomResourceDefinition", "Established"): "kube-apiserver",
+    ("Deployment", "Available"): "kube-controller-manager, with kwok's pod stages",
+}
+
+
+def _role_waits() -> list[tuple[str, str, str]]:
+    """(role, kind, condition type) for every kubernetes.core.k8s_info wait in the roles."""
+    waits = []
+
+    def visit(role: str, tasks) -> None:
+        for task in tasks or []:
+            for nested in ("block", "rescue", "always"):
+                visit(role, task.get(nested))
+            info = task.get("kubernetes.core.k8s_info")
+            if not info or "wait_condition" not in info:
+                continue
+            kinds = [item["kind"] for item in task.get("loop", []) if isinstance(item, dict)]
+            if not kinds or "{{" not in str(info.get("kind")):
+                kinds = [info["kind"]]
+            waits.extend((role, kind, info["wait_condition"]["type"]) for kind in kinds)
+
+    for path in sorted(ROLES.glob("*/tasks/*.yaml")):
+        visit(path.parts[-3], yaml.safe_load(path.read_text()))
+    return waits
+
+
+def test_every_condition_a_role_waits_for_is_one_something_here_sets():
+    waits = _role_waits()
+    assert waits, "no waits found in the roles: the parser no longer matches them"
+    by_kind = {stand_in.kind: stand_in for stand_in in STAND_INS}
+    unknown = []
+    for role, kind, condition in waits:
+        if (kind, condition) in SET_BY_THE_SIMULATED_CLUSTER:
+            continue
+        stand_in = by_kind.get(kind)
+        if stand_in is None or condition not in stand_in.conditions({"spec": {}}):
+            unknown.append(f"{role}: {kind} {condition}")
+    assert not unknown, f"waits nothing sets: {unknown}"
+
+
+@pytest.fixture(scope="module")
+def controllers(sim_cluster):
+    if not (UPSTREAM / "crds").is_dir():
+        pytest.skip(f"the pinned upstream CRDs are not beside the checkout ({UPSTREAM / 'crds'})")
+    sim_cluster.install_crds(sorted((UPSTREAM / "crds").glob("*.yaml")))
+    sim_cluster.kubectl("create", "namespace", "stand-ins")
+    with StandInControllers(sim_cluster.kubeconfig) as running:
+        yield running
+    sim_cluster.kubectl("delete", "namespace", "stand-ins", "--wait=false")
+    assert running.error is None, running.error
+
+
+def _reconciled(cluster, kind: str, name: str) -> bool:
+    obj = cluster.get_json("-n", "stand-ins", kind, name)
+    return obj.get("status", {}).get("observedGeneration") == obj["metadata"]["generation"]
+
+
+def _runtime(overrides: list[dict]) -> dict:
+    return {
+        "apiVersion": "mlops.seldon.io/v1alpha1",
+        "kind": "SeldonRuntime",
+        "metadata": {"name": "runtime", "namespace": "stand-ins"},
+        "spec": {"seldonConfig": "default", "overrides": overrides},
+    }
+
+
+def test_a_disabled_seldon_component_keeps_the_runtime_from_ready(sim_cluster, controllers):
+    # Issue 12's defect 2 as the operator would show it: hodometer disabled, Ready never True.
+    assert not sim_cluster.server_side_apply([_runtime([{"name": "hodometer", "disable": True}])])
+    sim_cluster.wait_for(
+        "the stand-in reconciles the runtime",
+        lambda: _reconciled(sim_cluster, "seldonruntime", "runtime"),
+    )
+    conditions = {
+        c["type"]: c["status"]
+        for c in sim_cluster.get_json("-n", "stand-ins", "seldonruntime", "runtime")["status"][
+            "conditions"
+        ]
+    }
+    assert conditions["Ready"] == "Unknown"
+    assert "HodometerReady" not in conditions
+    waited = sim_cluster.kubectl(
+        "-n", "stand-ins", "wait", "seldonruntime/runtime", "--for=condition=Ready",
+        "--timeout=3s", check=False,
+    )  # fmt: skip
+    assert waited.returncode != 0
+
+    # Scaled to zero instead (what the role does now): every component reports, Ready is True.
+    assert not sim_cluster.server_side_apply([_runtime([{"name": "hodometer", "replicas": 0}])])
+    sim_cluster.kubectl(
+        "-n", "stand-ins", "wait", "seldonruntime/runtime", "--for=condition=Ready",
+        "--timeout=60s", timeout_s=90,
+    )  # fmt: skip
+
+
+def test_the_income_models_and_pipelines_reach_the_conditions_the_role_waits_for(
+    sim_cluster, controllers
+):
+    docs = []
+    for folder in ("models", "pipelines"):
+        for path in sorted((ROOT / "seldon-examples" / folder).glob("*.yaml")):
+            for doc in yaml.safe_load_all(path.read_text()):
+                doc["metadata"]["namespace"] = "stand-ins"
+                docs.append(doc)
+    assert not sim_cluster.server_side_apply(docs)
+    waits = {
+        kind: condition for role, kind, condition in _role_waits() if role == "income_pipeline"
+    }
+    assert set(waits) == {"Model", "Pipeline"}
+    for kind, condition in waits.items():
+        sim_cluster.kubectl(
+            "-n", "stand-ins", "wait", kind.lower(), "--all", f"--for=condition={condition}",
+            "--timeout=60s", timeout_s=90,
+        )  # fmt: skip
+
+
+def test_a_server_gets_the_status_fields_its_crd_requires(sim_cluster, controllers):
+    # The Server CRD's scale subresource requires status.replicas/selector (and loadedModels):
+    # a stand-in writing conditions alone is refused with 422, as the real operator would not be.
+    server = {
+        "apiVersion": "mlops.seldon.io/v1alpha1",
+        "kind": "Server",
+        "metadata": {"name": "scaled", "namespace": "stand-ins"},
+        "spec": {"serverConfig": "mlserver", "minReplicas": 2},
+    }
+    assert not sim_cluster.server_side_apply([server])
+    sim_cluster.kubectl(
+        "-n", "stand-ins", "wait", "server/scaled", "--for=condition=Ready",
+        "--timeout=60s", timeout_s=90,
+    )  # fmt: skip
+    status = sim_cluster.get_json("-n", "stand-ins", "server", "scaled")["status"]
+    assert (status["replicas"], status["selector"]) == (2, "seldon-server-name=scaled")
