@@ -23,8 +23,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.grpc import service_pb2 as dataplane_pb2
 
 from income_bundle.monitoring.kafka_source import PipelineTaps, translate
-from income_bundle.monitoring.seldon_kafka import SeldonMessage, TopicNamer, pipeline_key
 from income_bundle.monitoring.store import DriftBatch, RequestRecord, SqliteStore, StoreWrite
+from income_bundle.v2.seldon_kafka import SeldonMessage, TopicNamer, pipeline_key
 from income_bundle_dev.kafka_broker import KafkaBroker, missing_tools
 
 NAMESPACE = "seldon-mesh"

@@ -13,9 +13,9 @@ from typing import Any
 import orjson
 
 from income_bundle.seldon.bundle import load_bundle
-from income_bundle.seldon.engine import GatewayError
+from income_bundle.seldon.engine import ServingError
 from income_bundle.seldon.gateway import Gateway, ModelContract
-from income_bundle.seldon.tensors import Tensor, from_json
+from income_bundle.v2.tensors import Tensor, from_json
 from tests.support.paths import ROOT
 
 
@@ -138,7 +138,7 @@ async def asgi_call(
     async def receive():
         nonlocal sent
         if sent:
-            raise GatewayError(500, "the test's ASGI driver has no more body")
+            raise ServingError(500, "the test's ASGI driver has no more body")
         sent = True
         return {"type": "http.request", "body": body, "more_body": False}
 

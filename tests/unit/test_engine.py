@@ -12,8 +12,8 @@ from collections import defaultdict
 import pytest
 
 from income_bundle.seldon.bundle import Pipeline, Step
-from income_bundle.seldon.engine import GatewayError, PipelineEngine
-from income_bundle.seldon.tensors import Tensor
+from income_bundle.seldon.engine import PipelineEngine, ServingError
+from income_bundle.v2.tensors import Tensor
 
 
 def rows(n: int, name: str = "x", width: int = 2) -> Tensor:
@@ -38,7 +38,7 @@ class Models:
         if model in self.gates:
             await self.gates[model].wait()
         if model in self.failing:
-            raise GatewayError(400, f"model {model}: broken on purpose")
+            raise ServingError(400, f"model {model}: broken on purpose")
         return [t.renamed(f"{model}_out") if i == 0 else t for i, t in enumerate(tensors)]
 
     def called(self, model: str) -> list[list[Tensor]]:
@@ -267,7 +267,7 @@ def test_full_async_queue_drops_and_counts():
 def test_failing_step_names_pipeline_step_and_cause():
     models = Models(failing={"b"})
     p = pipeline("p", [Step("a"), Step("b", inputs=["a"])], ["b.outputs"])
-    with pytest.raises(GatewayError) as error:
+    with pytest.raises(ServingError) as error:
         run(_with_engine(p, models, lambda e: e.infer([rows(1)])))
     assert error.value.status == 400
     assert error.value.message == "pipeline p, step b: model b: broken on purpose"
@@ -276,7 +276,7 @@ def test_failing_step_names_pipeline_step_and_cause():
 def test_step_that_never_answers_times_out():
     models = Models(gates={"a": asyncio.Event()})  # never set: the step never answers
     p = pipeline("p", [Step("a")], ["a.outputs"])
-    with pytest.raises(GatewayError) as error:
+    with pytest.raises(ServingError) as error:
         run(_with_engine(p, models, lambda e: e.infer([rows(1)]), step_timeout_s=0.2))
     assert error.value.status == 504 and "did not answer within 0.2 s" in error.value.message
 
@@ -284,7 +284,7 @@ def test_step_that_never_answers_times_out():
 def test_output_that_never_fires_is_an_error_not_a_hang():
     models = Models()
     p = pipeline("p", [Step("batched", batch_size=20)], ["batched.outputs"])
-    with pytest.raises(GatewayError) as error:
+    with pytest.raises(ServingError) as error:
         run(_with_engine(p, models, lambda e: e.infer([rows(1)])))
     assert "produced nothing for this request" in error.value.message
 

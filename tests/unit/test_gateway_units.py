@@ -9,10 +9,10 @@ import json
 import numpy as np
 import pytest
 
-from income_bundle.seldon.engine import GatewayError
+from income_bundle.seldon.engine import ServingError
 from income_bundle.seldon.request_id import MAX_REQUEST_ID_LENGTH, check_request_id
 from income_bundle.seldon.rest import RestFront, parse_json
-from income_bundle.seldon.tensors import TensorError, flatten, range_problem
+from income_bundle.v2.tensors import TensorError, flatten, range_problem
 from tests.support.gateway_stubs import StubForwarder, asgi_call, stub_gateway
 from tests.support.v2_bodies import ROW, tensor
 
@@ -44,7 +44,7 @@ def test_valid_request_ids_pass_unchanged(value):
     ],
 )
 def test_invalid_request_ids_are_a_400_naming_the_source(value, phrase):
-    with pytest.raises(GatewayError) as error:
+    with pytest.raises(ServingError) as error:
         check_request_id(value, "the 'x-request-id' header")
     assert error.value.status == 400
     assert error.value.message.startswith("the 'x-request-id' header")
@@ -99,7 +99,7 @@ def test_range_problem_names_the_first_value_a_datatype_cannot_hold():
     ],
 )
 def test_parse_json_refuses_repeated_keys_and_non_json(raw, phrase):
-    with pytest.raises(GatewayError) as error:
+    with pytest.raises(ServingError) as error:
         parse_json(raw)
     assert error.value.status == 400 and phrase in error.value.message
 

@@ -13,7 +13,7 @@ from income_bundle.monitoring.labelling import LabellingSchema, labelling_rows
 from income_bundle.monitoring.local_source import SOURCE, GatewaySource
 from income_bundle.monitoring.store import SqliteStore
 from income_bundle.seldon.engine import StepResult
-from income_bundle.seldon.tensors import Tensor
+from income_bundle.v2.tensors import Tensor
 
 TAPS = PipelineTaps(pipeline="income-production", classifier_model="income")
 SCHEMA = LabellingSchema([f"f{i}" for i in range(12)], {}, ["<=50K", ">50K"])

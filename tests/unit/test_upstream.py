@@ -602,7 +602,7 @@ def test_the_client_benchmark_runs_and_reports_every_client():
 def test_the_gateways_forwarder_maps_client_errors_to_clear_statuses(reply, name, status, words):
     """A malformed answer from MLServer is a 502 naming the model (not a 503 'not reachable'),
     a request the client refuses to send a 400; a scripted server stands in for MLServer."""
-    from income_bundle.errors import GatewayError
+    from income_bundle.errors import ServingError
     from income_bundle.seldon.forwarding import MLServerForwarder
 
     async def answer(reader, writer):
@@ -614,7 +614,7 @@ def test_the_gateways_forwarder_maps_client_errors_to_clear_statuses(reply, name
         async with scripted_server(answer) as (url, _):
             forwarder = MLServerForwarder(url)
             await forwarder.start()
-            with pytest.raises(GatewayError) as caught:
+            with pytest.raises(ServingError) as caught:
                 await forwarder.infer_bytes(name, b"{}")
             await forwarder.close()
             return caught.value
@@ -626,14 +626,14 @@ def test_the_gateways_forwarder_maps_client_errors_to_clear_statuses(reply, name
 
 
 def test_the_forwarders_ready_and_metadata_refuse_a_name_that_cannot_be_sent():
-    from income_bundle.errors import GatewayError
+    from income_bundle.errors import ServingError
     from income_bundle.seldon.forwarding import MLServerForwarder
 
     async def main():
         forwarder = MLServerForwarder("http://127.0.0.1:9")  # nothing is sent
         await forwarder.start()
         ready = await forwarder.ready("in\r\ncome")
-        with pytest.raises(GatewayError) as caught:
+        with pytest.raises(ServingError) as caught:
             await forwarder.metadata("in\r\ncome")
         await forwarder.close()
         return ready, caught.value
@@ -647,7 +647,7 @@ def test_a_502_is_documented_for_inference_and_unavailable_over_grpc():
     import grpc
     import yaml
 
-    from income_bundle.seldon.grpc_front import GRPC_STATUS
+    from income_bundle.errors import GRPC_STATUS
 
     openapi = ROOT / "src/income_bundle/seldon/openapi.yaml"
     paths = yaml.safe_load(openapi.read_text())["paths"]

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from income_bundle.monitoring.seldon_kafka import (
+from income_bundle.monitoring.store import DriftBatch, RecordStore, RequestRecord, StoreWrite
+from income_bundle.v2.seldon_kafka import (
     ERROR_HEADER,
     PIPELINE_VERSION_HEADER,
     SeldonMessage,
@@ -25,8 +26,7 @@ from income_bundle.monitoring.seldon_kafka import (
     decode_request,
     decode_response,
 )
-from income_bundle.monitoring.store import DriftBatch, RecordStore, RequestRecord, StoreWrite
-from income_bundle.seldon.tensors import Tensor
+from income_bundle.v2.tensors import Tensor
 
 __all__ = ["KafkaSource", "PipelineTaps", "translate"]
 

@@ -28,7 +28,7 @@ from income_bundle.monitoring.kafka_source import PipelineTaps, _flat, _rows, re
 from income_bundle.monitoring.kafka_source import _tensors as _named
 from income_bundle.monitoring.store import DriftBatch, RecordStore, RequestRecord, StoreWrite
 from income_bundle.seldon.engine import StepResult
-from income_bundle.seldon.tensors import Tensor
+from income_bundle.v2.tensors import Tensor
 
 __all__ = ["SOURCE", "GatewaySource", "translate_async", "translate_request"]
 

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from income_bundle import integrity
-from income_bundle.errors import GatewayError
+from income_bundle.errors import ServingError
 from income_bundle.seldon.request_id import check_request_id
-from income_bundle.seldon.tensors import Tensor, range_problem
+from income_bundle.v2.tensors import Tensor, range_problem
 
 if TYPE_CHECKING:
     from income_bundle.seldon.protocol import InferRequest
@@ -103,14 +103,14 @@ class ModelContract:
     def validate(self, request: InferRequest) -> None:
         """The one check of a request for this model: the fast path on the parsed JSON body when
         that is beyond doubt valid (no tensors built), else the full check of the decoded
-        tensors, which raises GatewayError(400) naming the problem."""
+        tensors, which raises ServingError(400) naming the problem."""
         body = request.body
         if request.raw is not None and body is not None and self.accepts_fast(body):
             return
         self.check(request.decode())
 
     def check(self, tensors: list[Tensor]) -> None:
-        """Raise GatewayError(400) when the tensors do not fit the declaration."""
+        """Raise ServingError(400) when the tensors do not fit the declaration."""
         if not (len(self.declared) == 1 and len(self.declared[0].get("shape", [])) == 2):
             for index, tensor in enumerate(tensors):
                 check_tensor(self.name, index, tensor)
@@ -126,13 +126,13 @@ class ModelContract:
                     self.category_sizes,
                 )
             except integrity.BadRequestError as e:
-                raise GatewayError(400, str(e)) from e
+                raise ServingError(400, str(e)) from e
             problem = range_problem(inputs[0].datatype, X.ravel())
             if problem is not None:
                 index, expected = problem
                 row, column = divmod(index, width)
                 feature = f" ({self.feature_names[column]!r})" if self.feature_names else ""
-                raise GatewayError(
+                raise ServingError(
                     400,
                     f"model {self.name}: input {inputs[0].name!r}: row {row}, column {column}"
                     f"{feature} is {X[row, column]:g}; expected {expected}",
@@ -164,7 +164,7 @@ def _fast_extras_ok(body: dict[str, Any]) -> bool:
     if "id" in body:
         try:
             check_request_id(body["id"], "")
-        except GatewayError:
+        except ServingError:
             return False
     if "parameters" in body and type(body["parameters"]) is not dict:
         return False
@@ -180,7 +180,7 @@ def check_tensor(model: str, index: int, tensor: Tensor) -> None:
         expected *= dimension
     where = f"model {model}: input {tensor.name!r}"
     if len(tensor.data) != expected:
-        raise GatewayError(
+        raise ServingError(
             400,
             f"{where} has shape {tensor.shape}, which needs {expected} values, "
             f"but carries {len(tensor.data)}",
@@ -190,19 +190,19 @@ def check_tensor(model: str, index: int, tensor: Tensor) -> None:
             if type(value) in (int, float):
                 continue
             if value is None or isinstance(value, str | bytes | dict | list):
-                raise GatewayError(
+                raise ServingError(
                     400,
                     f"{where}: value {position} is {value!r}; expected a {tensor.datatype} number",
                 )
         values = np.asarray(tensor.data, dtype=np.float64)
         if tensor.datatype != "BOOL" and not np.isfinite(values).all():
             position = int(np.flatnonzero(~np.isfinite(values))[0])
-            raise GatewayError(
+            raise ServingError(
                 400, f"{where}: value {position} is {values[position]}; expected a finite number"
             )
         problem = range_problem(tensor.datatype, values)
         if problem is not None:
             position, expected = problem
-            raise GatewayError(
+            raise ServingError(
                 400, f"{where}: value {position} is {values[position]:g}; expected {expected}"
             )

@@ -26,11 +26,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from income_bundle.errors import GatewayError
+from income_bundle.errors import ServingError
 from income_bundle.seldon.bundle import Pipeline, Step, TensorRef
-from income_bundle.seldon.tensors import Tensor, TensorError, concat_rows
+from income_bundle.v2.tensors import Tensor, TensorError, concat_rows
 
-__all__ = ["GatewayError", "ModelCall", "PipelineEngine", "PipelineObserver", "StepResult"]
+__all__ = ["ModelCall", "PipelineEngine", "PipelineObserver", "ServingError", "StepResult"]
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +235,7 @@ class PipelineEngine:
         gathered = await self._gather(run, self.output_refs, self.pipeline.output_join)
         if gathered is None:
             missing = [str(r) for r in self.output_refs]
-            raise GatewayError(
+            raise ServingError(
                 500,
                 f"pipeline {self.pipeline.name}: output {', '.join(missing)} produced nothing for "
                 f"this request (a batched or triggered step did not fire); "
@@ -287,7 +287,7 @@ class PipelineEngine:
             future.cancel()
             raise
         except Exception as error:
-            if isinstance(error, GatewayError):
+            if isinstance(error, ServingError):
                 self.latest[step.name] = StepResult([], [], error=error.message)
             future.set_exception(error)
             return
@@ -334,7 +334,7 @@ class PipelineEngine:
         try:
             return [concat_rows(list(group)) for group in itertools.zip_longest(*held)], members
         except (TensorError, TypeError) as e:
-            raise GatewayError(
+            raise ServingError(
                 400, f"pipeline {self.pipeline.name}, step {step.name}: cannot batch: {e}"
             ) from e
 
@@ -344,11 +344,11 @@ class PipelineEngine:
             async with asyncio.timeout(self.step_timeout_s):  # no task per call, as wait_for makes
                 return await self.call_model(step.name, tensors)
         except TimeoutError:
-            raise GatewayError(
+            raise ServingError(
                 504, f"{where}: model {step.name} did not answer within {self.step_timeout_s:g} s"
             ) from None
-        except GatewayError as e:
-            raise GatewayError(e.status, f"{where}: {e.message}") from e
+        except ServingError as e:
+            raise ServingError(e.status, f"{where}: {e.message}") from e
 
 
 @functools.lru_cache(maxsize=4096)

@@ -9,8 +9,7 @@ from typing import Any
 
 import orjson
 
-from income_bundle.errors import GatewayError
-from income_bundle.seldon.tensors import Tensor, from_json, to_json
+from income_bundle.errors import ServingError
 from income_bundle.seldon.upstream import (
     RequestRefusedError,
     UpstreamClient,
@@ -18,6 +17,7 @@ from income_bundle.seldon.upstream import (
     UpstreamProtocolError,
     UpstreamResponse,
 )
+from income_bundle.v2.tensors import Tensor, from_json, to_json
 
 __all__ = ["MLServerForwarder", "translate_error"]
 
@@ -58,25 +58,25 @@ class MLServerForwarder:
         try:
             response = await self._request("POST", f"/v2/models/{model}/infer", body)
         except TimeoutError:
-            raise GatewayError(
+            raise ServingError(
                 504, f"model {model} did not answer within {self.timeout_s:g} s"
             ) from None
         except UpstreamProtocolError as e:
             log.warning("model %s: MLServer at %s: %s", model, self.base_url, e)
-            raise GatewayError(
+            raise ServingError(
                 502,
                 f"model {model}: MLServer at {self.base_url} answered with malformed HTTP; "
                 "the gateway log has the details",
             ) from e
         except UpstreamError as e:
             log.warning("model %s: MLServer at %s: %s", model, self.base_url, e)
-            raise GatewayError(
+            raise ServingError(
                 503, f"model {model} is unavailable: MLServer at {self.base_url} is not reachable"
             ) from e
         except RequestRefusedError as e:  # a model name that cannot be put in a request line
-            raise GatewayError(400, f"model {model!r}: {e}") from e
+            raise ServingError(400, f"model {model!r}: {e}") from e
         if response.status != 200:
-            raise GatewayError(*translate_error(model, response.status, response.body))
+            raise ServingError(*translate_error(model, response.status, response.body))
         return response.body
 
     async def _request(self, method: str, path: str, body: bytes = b"") -> UpstreamResponse:
@@ -96,10 +96,10 @@ class MLServerForwarder:
             response = await self._request("GET", f"/v2/models/{model}")
             return response.status, orjson.loads(response.body)
         except RequestRefusedError as e:
-            raise GatewayError(400, f"model {model!r}: {e}") from e
+            raise ServingError(400, f"model {model!r}: {e}") from e
         except (UpstreamError, TimeoutError, orjson.JSONDecodeError) as e:
             log.warning("model %s: metadata from MLServer at %s: %r", model, self.base_url, e)
-            raise GatewayError(
+            raise ServingError(
                 503, f"model {model} is unavailable: no metadata from MLServer at {self.base_url}"
             ) from e
 

@@ -18,7 +18,7 @@ import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
-from income_bundle.errors import GatewayError
+from income_bundle.errors import ServingError
 from income_bundle.seldon.bundle import Bundle, TensorRef
 from income_bundle.seldon.contracts import ModelContract
 from income_bundle.seldon.engine import PipelineEngine
@@ -26,7 +26,7 @@ from income_bundle.seldon.forwarding import MLServerForwarder
 from income_bundle.seldon.metrics import GatewayMetrics
 from income_bundle.seldon.protocol import InferRequest, InferResult
 from income_bundle.seldon.request_id import new_request_id
-from income_bundle.seldon.tensors import Tensor, to_json
+from income_bundle.v2.tensors import Tensor, to_json
 
 if TYPE_CHECKING:
     from income_bundle.seldon.engine import PipelineObserver
@@ -106,7 +106,7 @@ class Gateway:
         try:
             yield
             status = 200
-        except GatewayError as e:
+        except ServingError as e:
             status = e.status
             raise
         except asyncio.CancelledError:
@@ -158,7 +158,7 @@ class Gateway:
     def resolve(self, header: str | None) -> tuple[str, str]:
         """('model' | 'pipeline', name) for a seldon-model header value."""
         if header is None or not header.strip():
-            raise GatewayError(
+            raise ServingError(
                 400,
                 f"missing '{SELDON_MODEL_HEADER}' header: name a model or '<pipeline>.pipeline' "
                 f"(one of: {', '.join(self.targets())})",
@@ -171,7 +171,7 @@ class Gateway:
             return "pipeline", header.removesuffix(PIPELINE_SUFFIX)
         if header in self.bundle.models:
             return "model", header
-        raise GatewayError(
+        raise ServingError(
             404,
             f"no model or pipeline {header!r}; this gateway serves: {', '.join(self.targets())}",
         )
@@ -201,7 +201,7 @@ class Gateway:
         record = {"kind": "unknown", "name": "unknown", "code": 200}
         try:
             yield record
-        except GatewayError as e:
+        except ServingError as e:
             record["code"] = e.status
             raise
         except Exception:
@@ -239,7 +239,7 @@ class Gateway:
                 with self._agent_counted(name, request.protocol):
                     outputs = await self._call_model(name, tensors, request.forwarded_extra())
         except TimeoutError:
-            raise GatewayError(
+            raise ServingError(
                 504, f"model {name} did not answer within {self.step_timeout_s:g} s"
             ) from None
         return InferResult("model", name, request.id or new_request_id(), echo, outputs=outputs)
@@ -254,15 +254,15 @@ class Gateway:
         for contract in self._pipeline_entry_contracts(name):
             try:
                 contract.check(tensors)
-            except GatewayError as e:
-                raise GatewayError(e.status, f"pipeline {name}: {e.message}") from e
+            except ServingError as e:
+                raise ServingError(e.status, f"pipeline {name}: {e.message}") from e
         request_id = request.header_id or new_request_id()
         outputs = await self.engines[name].infer(tensors, request_id)
         if wanted:
             by_name = {t.name: t for t in outputs}
             missing = [w for w in wanted if w not in by_name]
             if missing:
-                raise GatewayError(
+                raise ServingError(
                     400,
                     f"pipeline {name}: no output {', '.join(map(repr, missing))} in this answer "
                     f"(it has: {', '.join(by_name) or 'none'})",
@@ -275,7 +275,7 @@ class Gateway:
         known = [o["name"] for o in outputs]
         unknown = [w for w in wanted if w not in known]
         if unknown and complete:
-            raise GatewayError(
+            raise ServingError(
                 400,
                 f"pipeline {name}: no output {', '.join(map(repr, unknown))}; its outputs are: "
                 f"{', '.join(known)}",
@@ -299,7 +299,7 @@ class Gateway:
             }
         status, body = await self.forwarder.metadata(name)
         if status != 200 or not isinstance(body, dict):
-            raise GatewayError(503, f"model {name}: MLServer has no metadata ({status})")
+            raise ServingError(503, f"model {name}: MLServer has no metadata ({status})")
         return body
 
     def pipeline_signature(self, name: str) -> tuple[list[dict], list[dict], bool]:
@@ -374,7 +374,7 @@ class Gateway:
             None,
         )
         if pipeline_name is None:
-            raise GatewayError(
+            raise ServingError(
                 404,
                 f"inspect {reference!r}: no such pipeline (pipelines: {', '.join(sorted(self.engines))})",
             )
@@ -392,7 +392,7 @@ class Gateway:
             step, kind = parts[0], (parts[1] if len(parts) > 1 else "outputs")
             tensor = parts[2] if len(parts) > 2 else None
             if step not in engine.steps or kind not in ("inputs", "outputs") or len(parts) > 3:
-                raise GatewayError(
+                raise ServingError(
                     400,
                     f"inspect {reference!r}: expected <pipeline>.<step>.(inputs|outputs)[.<tensor>] "
                     f"with a step of {pipeline_name} ({', '.join(engine.steps)})",

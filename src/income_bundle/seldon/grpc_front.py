@@ -12,26 +12,15 @@ import logging
 import grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from income_bundle.errors import GatewayError
+from income_bundle.errors import ServingError, grpc_status
 from income_bundle.seldon.gateway import INTERNAL_ERROR_MESSAGE, SELDON_MODEL_HEADER, Gateway
 from income_bundle.seldon.protocol import InferRequest
 from income_bundle.seldon.request_id import REQUEST_ID_HEADER, check_request_id
-from income_bundle.seldon.tensors import from_grpc_request, to_grpc_response
+from income_bundle.v2.tensors import from_grpc_request, to_grpc_response
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GRPC_STATUS", "build_grpc_server"]
-
-GRPC_STATUS = {
-    400: grpc.StatusCode.INVALID_ARGUMENT,
-    431: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    404: grpc.StatusCode.NOT_FOUND,
-    500: grpc.StatusCode.INTERNAL,
-    # MLServer answered malformed HTTP; UNAVAILABLE as in grpc's doc/http-grpc-status-mapping.md.
-    502: grpc.StatusCode.UNAVAILABLE,
-    503: grpc.StatusCode.UNAVAILABLE,
-    504: grpc.StatusCode.DEADLINE_EXCEEDED,
-}
+__all__ = ["build_grpc_server"]
 
 
 def _header(context: grpc.aio.ServicerContext, name: str = SELDON_MODEL_HEADER) -> str | None:
@@ -52,8 +41,8 @@ def _guarded(method):
     async def guarded(self, request, context):
         try:
             return await method(self, request, context)
-        except GatewayError as e:
-            code = GRPC_STATUS.get(e.status, grpc.StatusCode.UNKNOWN)
+        except ServingError as e:
+            code = grpc_status(e.status)
             await context.abort(code, e.message)
         except Exception:
             log.exception("unhandled error in %s", method.__name__)
@@ -104,7 +93,7 @@ class _Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         )
         tensors, parameters = from_grpc_request(request)
         if not tensors:
-            raise GatewayError(400, "the request needs at least one input tensor")
+            raise ServingError(400, "the request needs at least one input tensor")
         call = InferRequest(
             _header(context),
             "grpc",

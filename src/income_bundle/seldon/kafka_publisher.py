@@ -2,7 +2,7 @@
 Core 2.10.2 writes them, so the cluster's data path (topics -> the monitor's Kafka source) runs
 end to end on one machine.
 
-Per answered request of a pipeline (see `income_bundle.monitoring.seldon_kafka` for the format
+Per answered request of a pipeline (see `income_bundle.v2.seldon_kafka` for the format
 and where each fact comes from in Seldon's source):
 - `<prefix>.<ns>.pipeline.<p>.inputs`: the request as a V2 `ModelInferRequest`;
 - per step that ran, `<prefix>.<ns>.model.<step>.inputs` (`ModelInferRequest` of the tensors the
@@ -28,9 +28,9 @@ import logging
 from prometheus_client import CollectorRegistry, Counter
 from tritonclient.grpc import service_pb2
 
-from income_bundle.monitoring.seldon_kafka import TopicNamer, pipeline_key, seldon_headers
 from income_bundle.seldon.engine import StepResult
-from income_bundle.seldon.tensors import Tensor, to_grpc_request, to_grpc_response
+from income_bundle.v2.seldon_kafka import TopicNamer, pipeline_key, seldon_headers
+from income_bundle.v2.tensors import Tensor, to_grpc_request, to_grpc_response
 
 __all__ = ["SeldonTopicPublisher"]
 

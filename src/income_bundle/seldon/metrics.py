@@ -33,6 +33,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 
+from income_bundle.errors import grpc_status
 from income_bundle.seldon.engine import PipelineEngine
 
 __all__ = ["PIPELINE_GATEWAY_SERVER", "SELDON_BUCKETS", "GatewayMetrics", "seldon_code"]
@@ -55,12 +56,7 @@ def seldon_code(method_type: str, status: int) -> str:
         return str(status)
     if status == 200:
         return "OK"
-    # Imported here: grpc_front imports the gateway, which imports this module.
-    import grpc
-
-    from income_bundle.seldon.grpc_front import GRPC_STATUS
-
-    name = GRPC_STATUS.get(status, grpc.StatusCode.UNKNOWN).name
+    name = grpc_status(status).name
     if name == "CANCELLED":
         return "Canceled"
     return "".join(part.capitalize() for part in name.split("_"))

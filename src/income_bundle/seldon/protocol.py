@@ -18,9 +18,9 @@ from typing import Any
 
 import orjson
 
-from income_bundle.errors import GatewayError
+from income_bundle.errors import ServingError
 from income_bundle.seldon.request_id import check_request_id
-from income_bundle.seldon.tensors import (
+from income_bundle.v2.tensors import (
     DATATYPES,
     Tensor,
     decode_raw,
@@ -64,28 +64,28 @@ class InferRequest:
     _decoded: bool = False
 
     def decode(self) -> list[Tensor]:
-        """The input tensors; GatewayError(400) naming what is wrong with the body."""
+        """The input tensors; ServingError(400) naming what is wrong with the body."""
         if self._decoded:
             assert self.inputs is not None
             return self.inputs
         if self.body is not None:
             self._decode_body(self.body)
         if not self.inputs:
-            raise GatewayError(400, "the request needs a non-empty 'inputs' list of tensors")
+            raise ServingError(400, "the request needs a non-empty 'inputs' list of tensors")
         self._decoded = True
         return self.inputs
 
     def _decode_body(self, body: Any) -> None:
         if not isinstance(body, dict):
-            raise GatewayError(400, "the request body must be a JSON object with an 'inputs' list")
+            raise ServingError(400, "the request body must be a JSON object with an 'inputs' list")
         inputs = body.get("inputs")
         if not isinstance(inputs, list) or not inputs:
-            raise GatewayError(400, "the request needs a non-empty 'inputs' list of tensors")
+            raise ServingError(400, "the request needs a non-empty 'inputs' list of tensors")
         if self.inputs is None:
             self.inputs = [from_json(item, f"inputs[{i}]") for i, item in enumerate(inputs)]
         if "parameters" in body:
             if not isinstance(body["parameters"], dict):
-                raise GatewayError(400, "'parameters' must be an object")
+                raise ServingError(400, "'parameters' must be an object")
             self.parameters = body["parameters"]
         if "outputs" in body:
             outputs = body["outputs"]
@@ -95,7 +95,7 @@ class InferRequest:
                 and isinstance(o.get("parameters", {}), dict)
                 for o in outputs
             ):
-                raise GatewayError(
+                raise ServingError(
                     400, "'outputs' must be a list of objects with a 'name' (and 'parameters')"
                 )
             self.outputs = outputs
@@ -182,20 +182,20 @@ class InferResult:
 
 
 def parse_json(raw: bytes) -> Any:
-    """The JSON document in `raw`; GatewayError(400) when it is not JSON or an object repeats a
+    """The JSON document in `raw`; ServingError(400) when it is not JSON or an object repeats a
     key. Parsers disagree on which of two equal keys wins (first or last), so a repeated key
     could let the gateway check one value while a model reads the other."""
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
-        raise GatewayError(400, f"the request body is not JSON: {e}") from e
+        raise ServingError(400, f"the request body is not JSON: {e}") from e
     # Every key ends with `"`, optional space, `:`; so when that pattern occurs no more often than
     # the parsed objects hold keys, no key was repeated (the usual case, in one regex scan).
     if len(_KEY_END.findall(raw)) > _count_keys(document):
         try:
             json.loads(raw, object_pairs_hook=_refuse_repeated_keys)
         except RecursionError:
-            raise GatewayError(400, "the request body nests too deeply") from None
+            raise ServingError(400, "the request body nests too deeply") from None
     return document
 
 
@@ -223,7 +223,7 @@ def _refuse_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for key, value in pairs:
         if key in found:
-            raise GatewayError(
+            raise ServingError(
                 400, f"the request body repeats the key {key!r} in one object; send each once"
             )
         found[key] = value
@@ -232,23 +232,23 @@ def _refuse_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def decode_binary_body(raw: bytes, header_length: str) -> tuple[dict[str, Any], list[Tensor]]:
     """The JSON part of a binary-extension body, parsed, and every input decoded (from the
-    binary part where `binary_data_size` says so). GatewayError(400) when the lengths lie."""
+    binary part where `binary_data_size` says so). ServingError(400) when the lengths lie."""
     if _BYTE_COUNT.fullmatch(header_length) is None:
-        raise GatewayError(
+        raise ServingError(
             400,
             f"the 'Inference-Header-Content-Length' header is {header_length[:40]!r}; "
             "expected the JSON part's length in bytes",
         )
     length = int(header_length)
     if length > len(raw):
-        raise GatewayError(
+        raise ServingError(
             400,
             f"the 'Inference-Header-Content-Length' header says the JSON part is {length} bytes, "
             f"but the whole body is {len(raw)}",
         )
     body = parse_json(raw[:length])
     if not isinstance(body, dict) or not isinstance(body.get("inputs"), list):
-        raise GatewayError(400, "the request's JSON part must be an object with an 'inputs' list")
+        raise ServingError(400, "the request's JSON part must be an object with an 'inputs' list")
     binary = memoryview(raw)[length:]
     offset = 0
     tensors = []
@@ -262,20 +262,20 @@ def decode_binary_body(raw: bytes, header_length: str) -> tuple[dict[str, Any], 
         name = item.get("name")
         where = f"{where} ({name!r})"
         if type(size) is not int or size < 0:
-            raise GatewayError(
+            raise ServingError(
                 400, f"{where}: binary_data_size is {size!r}; expected a number of bytes"
             )
         if "data" in item:
-            raise GatewayError(400, f"{where} has both 'data' and binary_data_size; send one")
+            raise ServingError(400, f"{where} has both 'data' and binary_data_size; send one")
         if offset + size > len(binary):
-            raise GatewayError(
+            raise ServingError(
                 400,
                 f"{where}: binary_data_size says {size} bytes, but only {len(binary) - offset} "
                 "bytes of binary data are left",
             )
         datatype = item.get("datatype")
         if datatype not in DATATYPES:
-            raise GatewayError(
+            raise ServingError(
                 400, f"{where}: datatype {datatype!r} is not a V2 datatype ({', '.join(DATATYPES)})"
             )
         data = decode_raw(bytes(binary[offset : offset + size]), datatype, where)
@@ -283,7 +283,7 @@ def decode_binary_body(raw: bytes, header_length: str) -> tuple[dict[str, Any], 
         rest = {k: v for k, v in parameters.items() if k != BINARY_SIZE}
         tensors.append(from_json({**item, "data": data, "parameters": rest}, where))
     if offset != len(binary):
-        raise GatewayError(
+        raise ServingError(
             400,
             f"the body has {len(binary) - offset} bytes of binary data that no input's "
             f"binary_data_size accounts for (they add up to {offset} of {len(binary)})",

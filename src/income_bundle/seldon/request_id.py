@@ -19,7 +19,7 @@ import re
 import uuid
 from typing import Any
 
-from income_bundle.errors import GatewayError
+from income_bundle.errors import ServingError
 
 __all__ = ["MAX_REQUEST_ID_LENGTH", "REQUEST_ID_HEADER", "check_request_id", "new_request_id"]
 
@@ -29,16 +29,16 @@ _VALID = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
 
 
 def check_request_id(value: Any, source: str) -> str | None:
-    """`value` when it is a valid id, None when absent (None or ""), else GatewayError(400)
+    """`value` when it is a valid id, None when absent (None or ""), else ServingError(400)
     naming `source` (e.g. "the 'x-request-id' header") and the rule."""
     if value is None or value == "":
         return None
     if type(value) is not str:
-        raise GatewayError(
+        raise ServingError(
             400, f"{source} must be a string, got {type(value).__name__} {_shorten(value)}"
         )
     if len(value) > MAX_REQUEST_ID_LENGTH:
-        raise GatewayError(
+        raise ServingError(
             400,
             f"{source} is {len(value)} characters long; a request id has at most "
             f"{MAX_REQUEST_ID_LENGTH}",
@@ -47,7 +47,7 @@ def check_request_id(value: Any, source: str) -> str | None:
         bad = next(
             (c for c in value if not " " <= c <= "~"), value[0] if value[0] == " " else value[-1]
         )
-        raise GatewayError(
+        raise ServingError(
             400,
             f"{source} {_shorten(value)} contains {bad!r}; a request id is visible ASCII "
             "characters with no leading or trailing space (no control characters)",

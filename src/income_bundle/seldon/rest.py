@@ -25,7 +25,7 @@ import uvicorn
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from income_bundle.errors import BundleError, GatewayError
+from income_bundle.errors import BundleError, ServingError
 from income_bundle.seldon.gateway import (
     INTERNAL_ERROR_MESSAGE,
     PIPELINE_SUFFIX,
@@ -66,7 +66,7 @@ class ListenError(BundleError):
     """The gateway cannot listen where it was told to (most often: the port is taken)."""
 
 
-class _MethodNotAllowedError(GatewayError):
+class _MethodNotAllowedError(ServingError):
     def __init__(self, method: str, path: str, allowed: set[str]):
         self.allowed = ",".join(sorted(allowed | ({"HEAD"} if "GET" in allowed else set())))
         super().__init__(405, f"{method} {path}: Method Not Allowed (allowed: {self.allowed})")
@@ -86,7 +86,7 @@ class Request:
         return values[0] if values else default
 
     async def body(self) -> bytes:
-        """The whole body; GatewayError(413) past MAX_BODY_BYTES."""
+        """The whole body; ServingError(413) past MAX_BODY_BYTES."""
         declared = self.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
             raise _too_large()
@@ -95,7 +95,7 @@ class Request:
         while True:
             message = await self.receive()
             if message["type"] == "http.disconnect":
-                raise GatewayError(400, "the client went away before sending the whole body")
+                raise ServingError(400, "the client went away before sending the whole body")
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > MAX_BODY_BYTES:
@@ -105,8 +105,8 @@ class Request:
                 return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-def _too_large() -> GatewayError:
-    return GatewayError(413, f"the request body is larger than {MAX_BODY_BYTES >> 20} MiB")
+def _too_large() -> ServingError:
+    return ServingError(413, f"the request body is larger than {MAX_BODY_BYTES >> 20} MiB")
 
 
 @dataclass
@@ -162,14 +162,14 @@ class RestFront:
                 size += len(name) + len(value)
                 headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
             if size > MAX_HEADER_BYTES:
-                raise GatewayError(
+                raise ServingError(
                     431,
                     f"the request headers are {size} bytes; at most {MAX_HEADER_BYTES} "
                     "(Envoy's limit in seldon-mesh)",
                 )
             request = Request(method, path, params, headers, scope["query_string"], receive)
             response = await handler(request)
-        except GatewayError as e:
+        except ServingError as e:
             response = error_response(e.status, e.message)
             if isinstance(e, _MethodNotAllowedError):
                 response.headers.append((b"allow", e.allowed.encode()))
@@ -201,7 +201,7 @@ class RestFront:
             allowed.add(route_method)
         if allowed:
             raise _MethodNotAllowedError(method, path, allowed)
-        raise GatewayError(404, f"{method} {path}: Not Found")
+        raise ServingError(404, f"{method} {path}: Not Found")
 
     # -- the Open Inference Protocol -------------------------------------------------------
 
@@ -279,9 +279,9 @@ class RestFront:
         try:
             wait_s = float(request.query("wait", "0"))
         except ValueError:
-            raise GatewayError(400, "'wait' must be a number of seconds") from None
+            raise ServingError(400, "'wait' must be a number of seconds") from None
         if not wait_s >= 0:  # also NaN
-            raise GatewayError(400, "'wait' must be a number of seconds, at least 0")
+            raise ServingError(400, "'wait' must be a number of seconds, at least 0")
         return json_response(
             await self.gateway.inspect(request.params["reference"], min(wait_s, 60.0))
         )

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from income_bundle.errors import GatewayError
+from income_bundle.errors import ServingError
 
 __all__ = [
     "DATATYPES",
@@ -56,7 +56,7 @@ _INT_LIMITS = {
 }
 
 
-class TensorError(GatewayError):
+class TensorError(ServingError):
     """A tensor that cannot be decoded (a 400); the message says which and why."""
 
     def __init__(self, message: str):

@@ -35,7 +35,7 @@ from typing import Literal
 # bytes are the same; one process can load only one of them into protobuf's default pool.
 from tritonclient.grpc import service_pb2
 
-from income_bundle.seldon.tensors import Tensor, from_grpc_request, from_grpc_response
+from income_bundle.v2.tensors import Tensor, from_grpc_request, from_grpc_response
 
 __all__ = [
     "PIPELINE_HEADER",
