@@ -41,8 +41,16 @@ artifacts: deps ## Train and package the five MLServer model folders (reuses up-
 	$(CLI) train
 
 .PHONY: demo
-demo: deps ## Train if needed, serve the bundle (MLServer + local Seldon gateway), run the three scenarios through income-production, print a table (MONITOR=1: with Prometheus and Alertmanager)
+demo: deps ## Train if needed, serve the bundle (MLServer + local Seldon gateway), run the three scenarios through income-production, print a table, write the low-education drift report (MONITOR=1: Prometheus and Alertmanager too; waits until the drift and outlier alerts fire)
 	$(CLI) demo $(if $(MONITOR),--monitor)
+
+# TRAFFIC: another window (a monitor's URL, a .sqlite store, a JSONL traffic log or a scenario .npz).
+REPORT_TRAFFIC = $(or $(TRAFFIC),data/scenarios/low-education.npz --last-rows 200)
+
+.PHONY: report
+report: artifacts ## Drift report of a window of traffic (default: the low-education scenario's last 200 rows) to build/drift-report.html, checked in headless Chromium and photographed to build/drift-report.png
+	$(CLI) report $(REPORT_TRAFFIC) -o build/drift-report.html
+	$(BIN)/python -m income_bundle_dev.report_page build/drift-report.html --screenshot build/drift-report.png
 
 .PHONY: serve
 serve: deps ## Serve the bundle locally until Ctrl-C: gateway on 127.0.0.1:9000 (REST) and 9001 (gRPC), MLServer metrics on 9002
@@ -77,9 +85,11 @@ format: deps ## Apply ruff's formatting and safe fixes
 	$(BIN)/ruff check --fix src dev scripts tests
 	$(BIN)/ruff format src dev scripts tests
 
+# No --quiet: it hides the warnings --strict counts (a broken link or anchor would pass).
 .PHONY: docs
-docs: deps ## Regenerate the README's Ansible variables table from the argument specs
-	$(BIN)/python -c "from income_bundle_dev.ansible_docs import main; main()"
+docs: deps ## Regenerate docs/variables.md from the argument specs and build the docs site strictly into build/site (CHECK=1: write nothing, fail when stale; CI)
+	$(BIN)/python -m income_bundle_dev.ansible_docs $(if $(CHECK),--check)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir build/site
 
 .PHONY: dashboard
 dashboard: deps ## Regenerate the Grafana dashboard monitoring/grafana/income-dashboard.json from its code

@@ -124,6 +124,14 @@ def rendered(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def dashboard() -> dict:
+    """The Grafana dashboard as income_bundle.monitoring.dashboard builds it (not the file)."""
+    from income_bundle.monitoring.dashboard import build_dashboard
+
+    return build_dashboard()
+
+
+@pytest.fixture(scope="session")
 def sim_cluster():
     """The simulated cluster (real kube-apiserver and etcd, kwok's simulated kubelets), once per
     session. Skips naming what is missing (Go, to build the binaries once)."""

@@ -8,6 +8,7 @@ webhook. `AlertReceiver` is such a webhook: it keeps what Alertmanager posts (an
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 import threading
@@ -15,6 +16,7 @@ import time
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ __all__ = [
     "MonitoringStack",
     "MonitoringStackError",
     "missing_binaries",
+    "rfc3339_seconds",
 ]
 
 RULES_FILE = Path("monitoring") / "prometheus" / "income-rules.yaml"
@@ -40,6 +43,16 @@ DEBIAN_PACKAGES = {"prometheus": "prometheus", "prometheus-alertmanager": "prome
 
 class MonitoringStackError(BundleError):
     """Prometheus or Alertmanager could not be started; the message says what to do."""
+
+
+def rfc3339_seconds(stamp: str) -> float:
+    """Unix seconds of a Prometheus time stamp (RFC 3339 with up to nanoseconds)."""
+    found = re.fullmatch(r"(.+T\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)", stamp)
+    if not found:
+        raise ValueError(f"not an RFC 3339 time: {stamp!r}")
+    whole, fraction, zone = found.groups()
+    moment = datetime.fromisoformat(whole + ("+00:00" if zone == "Z" else zone))
+    return moment.timestamp() + float(fraction or 0)
 
 
 def missing_binaries() -> str | None:
@@ -268,8 +281,33 @@ class MonitoringStack:
             return json.loads(r.read())["data"]["alerts"]
 
     def alertmanager_alerts(self) -> list[dict[str, Any]]:
+        """Alertmanager's alerts (API v2): the active ones, resolved ones dropped."""
         with urllib.request.urlopen(f"{self.alertmanager_url}/api/v2/alerts", timeout=10) as r:
             return json.loads(r.read())
+
+    def rule_groups(self) -> list[dict[str, Any]]:
+        """Prometheus' alerting rule groups as loaded: each rule's `duration` (its `for:`),
+        labels, annotations, state and alerts, and each group's `lastEvaluation`."""
+        url = f"{self.prometheus_url}/api/v1/rules?type=alert"
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return json.loads(r.read())["data"]["groups"]
+
+    def wait_for_evaluation_after(self, since: float, timeout_s: float = 60.0) -> None:
+        """Block until every target was scraped after `since` (Unix time) and every rule group
+        evaluated after that, so the alerts Prometheus holds reflect what happened before
+        `since`; raises MonitoringStackError on timeout."""
+        started = time.monotonic()
+        self.wait_for_scrapes_after(since, timeout_s)
+        scraped = time.time()
+        while True:
+            groups = self.rule_groups()
+            if groups and all(rfc3339_seconds(g["lastEvaluation"]) > scraped for g in groups):
+                return
+            if time.monotonic() - started > timeout_s:
+                raise MonitoringStackError(
+                    f"Prometheus did not evaluate its rules within {timeout_s:g} s"
+                )
+            time.sleep(0.2)
 
     def targets_up(self) -> dict[str, bool]:
         result = self.query("up")

@@ -14,7 +14,6 @@ The binaries are built once into a cache outside the checkout, keyed by their ve
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import fcntl
 import ipaddress
@@ -36,10 +35,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
 from income_bundle.errors import BundleError
 from income_bundle.paths import project_root
 from income_bundle.process import ServerProcess
+from income_bundle.settings_cli import CommandSettings, parse_settings
 
 __all__ = [
     "BINARIES",
@@ -48,6 +50,7 @@ __all__ = [
     "KWOK_VERSION",
     "SimCluster",
     "SimClusterError",
+    "SimClusterSettings",
     "binary_dir",
     "build_binaries",
     "unavailable_reason",
@@ -644,20 +647,27 @@ def _node(name: str) -> dict:
     }
 
 
+class SimClusterSettings(CommandSettings):
+    """Options of `python -m income_bundle_dev.simcluster` (`make sim-cluster`)."""
+
+    # The prefix of the binaries' cache variable (INCOME_BUNDLE_SIM_CLUSTER_CACHE) too.
+    model_config = SettingsConfigDict(env_prefix="INCOME_BUNDLE_SIM_CLUSTER_")
+
+    build_only: bool = Field(False, description="build the binaries and exit")
+    nodes: int = Field(1, ge=1, description="simulated nodes")
+
+
 def main(argv: list[str] | None = None) -> int:
     """`make sim-cluster`: build if needed, start, print how to reach it, run until Ctrl-C."""
-    parser = argparse.ArgumentParser(
-        prog="python -m income_bundle_dev.simcluster", description=__doc__
+    settings = parse_settings(
+        SimClusterSettings, argv, prog="python -m income_bundle_dev.simcluster", description=__doc__
     )
-    parser.add_argument("--build-only", action="store_true", help="build the binaries and exit")
-    parser.add_argument("--nodes", type=int, default=1, help="simulated nodes (default 1)")
-    args = parser.parse_args(argv)
-    if args.build_only:
+    if settings.build_only:
         print(build_binaries())
         return 0
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with SimCluster(nodes=args.nodes) as cluster:
+    with SimCluster(nodes=settings.nodes) as cluster:
         print(
             f"simulated cluster up (real kube-apiserver {KUBERNETES_VERSION} and etcd {ETCD_VERSION}, "
             f"kwok {KWOK_VERSION} nodes: no container ever runs)\n"

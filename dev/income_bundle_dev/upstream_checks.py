@@ -245,12 +245,12 @@ def _selected_values(selector: dict, key: str) -> set[str]:
 
 
 def _detector_event_types() -> tuple[str, str]:
-    """DRIFT_EVENT_TYPE and OUTLIER_EVENT_TYPE of income_bundle.kserve.runtime, read from its
+    """DRIFT_EVENT_TYPE and OUTLIER_EVENT_TYPE of income_bundle.runtime.cloudevents, read from its
     source: importing it loads MLServer and TensorFlow, seconds that `validate` need not spend."""
     import ast
     import importlib.util
 
-    spec = importlib.util.find_spec("income_bundle.kserve.runtime")
+    spec = importlib.util.find_spec("income_bundle.runtime.cloudevents")
     tree = ast.parse(Path(spec.origin).read_text())
     constants = {
         node.targets[0].id: node.value.value
@@ -427,9 +427,9 @@ def monitor_problems(rendered_dir: Path, roles_dir: Path, kserve_dir: Path) -> l
     """The monitor's objects (income_monitor role) against each other and what they address:
     its Service and PodMonitor select the StatefulSet's pods and name its port; on Seldon it reads
     the topics of the Models' namespace from the Kafka the ecosystem role creates; on KServe its
-    Triggers pass exactly the CloudEvents types the monitor accepts (kserve_source.EVENT_TYPES),
+    Triggers pass exactly the CloudEvents types the monitor accepts (sources.kserve.EVENT_TYPES),
     from kserve/'s broker and InferenceService, to a Service port Knative calls."""
-    from income_bundle.monitoring.kserve_source import EVENT_TYPES
+    from income_bundle.monitoring.sources.kserve import EVENT_TYPES
 
     problems = []
     kserve_docs = [doc for path in sorted(kserve_dir.glob("*.yaml")) for doc in _documents(path)]
@@ -519,7 +519,7 @@ def monitor_problems(rendered_dir: Path, roles_dir: Path, kserve_dir: Path) -> l
         if sorted(types) != sorted(EVENT_TYPES):
             problems.append(
                 f"the monitor's Triggers pass types {sorted(types)}; the monitor accepts "
-                f"{sorted(EVENT_TYPES)} (kserve_source.EVENT_TYPES), each once"
+                f"{sorted(EVENT_TYPES)} (sources.kserve.EVENT_TYPES), each once"
             )
         for trigger in triggers:
             spec, where_trigger = trigger["spec"], f"Trigger {trigger['metadata']['name']}"

@@ -1,8 +1,9 @@
 """MLServer model folders: packaging with metadata, verification, freshness.
 
 A folder holds the committed `model-settings.json`, the trained files, a copy of the runtime
-module (`income_runtimes.py`) and `metadata.json`: the sha256 of every file, the library versions
-and which of them must match at load, the data hash, the training parameters and the metrics.
+package (`income_mlserver/`, see income_bundle.runtime) and `metadata.json`: the sha256 of every
+file, the library versions and which of them must match at load, the data hash, the training
+parameters and the metrics.
 """
 
 from __future__ import annotations
@@ -16,9 +17,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from income_bundle import integrity
 from income_bundle.errors import ArtifactError
 from income_bundle.paths import ARTIFACT_FOLDERS, artifact_dir
+from income_bundle.runtime.artifact import (
+    METADATA_FILE,
+    file_sha256,
+    installed_version,
+    verify_artifact,
+)
 
 __all__ = [
     "LIBRARIES",
@@ -46,21 +52,38 @@ VERSION_CHECKS: dict[str, dict[str, str]] = {
     "income-explainer": {"alibi": "exact", "scikit-learn": "exact", "numpy": "major"},
     "iris": {"scikit-learn": "exact", "numpy": "major"},
 }  # fmt: skip
-# Package module -> the name MLServer imports it by from the model folder.
-RUNTIME_MODULES = {"runtimes.py": "income_runtimes.py", "integrity.py": "income_integrity.py"}
+# What MLServer imports from a model folder: the runtime package and the parts of the bundle it
+# uses, copied into the folder as one package with this package's layout, so that their relative
+# imports resolve the same there and here. Paths are relative to this package's folder.
+RUNTIME_PACKAGE = "income_mlserver"
+RUNTIME_MODULES = (
+    "__init__.py",
+    "errors.py",
+    "v2/__init__.py",
+    "v2/datatypes.py",
+    "v2/tensors.py",
+    "v2/checks.py",
+    "runtime/__init__.py",
+    "runtime/artifact.py",
+    "runtime/contract.py",
+    "runtime/models.py",
+)
 # The detectors also serve KServe's logger (kserve/): their CloudEvents runtime rides along.
-DETECTOR_MODULES = {"kserve/runtime.py": "income_cloudevents.py"}
-_NOT_HASHED = {"model-settings.json", integrity.METADATA_FILE}
+DETECTOR_MODULES = ("runtime/cloudevents.py",)
+_PACKAGE_DIR = Path(__file__).parent
+_NOT_HASHED = {"model-settings.json", METADATA_FILE}
 
 
-def runtime_modules(name: str) -> dict[str, str]:
-    """Package module -> file name in the model folder, for one model."""
-    extra = DETECTOR_MODULES if ARTIFACT_FOLDERS[name].startswith("detectors/") else {}
-    return {**RUNTIME_MODULES, **extra}
+def runtime_modules(name: str) -> dict[Path, str]:
+    """Source module -> its copy's path in the model folder, for one model."""
+    extra = DETECTOR_MODULES if ARTIFACT_FOLDERS[name].startswith("detectors/") else ()
+    return {
+        _PACKAGE_DIR / module: f"{RUNTIME_PACKAGE}/{module}" for module in RUNTIME_MODULES + extra
+    }
 
 
 def library_versions() -> dict[str, str | None]:
-    return {name: integrity.installed_version(name) for name in LIBRARIES}
+    return {name: installed_version(name) for name in LIBRARIES}
 
 
 def _hash_files(folder: Path) -> dict[str, str]:
@@ -68,12 +91,12 @@ def _hash_files(folder: Path) -> dict[str, str]:
     for path in sorted(folder.rglob("*")):
         relative = path.relative_to(folder).as_posix()
         if path.is_file() and relative not in _NOT_HASHED and "__pycache__" not in path.parts:
-            files[relative] = integrity.file_sha256(path)
+            files[relative] = file_sha256(path)
     return files
 
 
 def read_metadata(folder: Path) -> dict[str, Any] | None:
-    path = folder / integrity.METADATA_FILE
+    path = folder / METADATA_FILE
     try:
         return json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
@@ -109,7 +132,8 @@ def package_artifact(
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     write_files(folder)
     for source, target in runtime_modules(name).items():
-        shutil.copyfile(Path(__file__).parent / source, folder / target)
+        (folder / target).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, folder / target)
     metadata = {
         "name": name,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -121,7 +145,7 @@ def package_artifact(
         "metrics": metrics,
         **(extra or {}),
     }
-    (folder / integrity.METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+    (folder / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
     return folder
 
 
@@ -134,26 +158,42 @@ def refresh_runtime_modules(name: str, root: Path | None = None) -> bool:
     folder = artifact_dir(name, root)
     metadata = read_metadata(folder)
     if metadata is None:
-        raise ArtifactError(f"{folder} has no {integrity.METADATA_FILE}: train it first")
+        raise ArtifactError(f"{folder} has no {METADATA_FILE}: train it first")
+    modules = runtime_modules(name)
     changed = False
-    for source, target in runtime_modules(name).items():
-        content = (Path(__file__).parent / source).read_bytes()
+    for source, target in modules.items():
+        content = source.read_bytes()
         path = folder / target
         if not path.is_file() or path.read_bytes() != content:
             # Replace atomically: an MLServer loading this folder meanwhile sees old or new, whole.
+            path.parent.mkdir(parents=True, exist_ok=True)
             staging = path.with_suffix(".tmp")
             staging.write_bytes(content)
             staging.replace(path)
             changed = True
+    for path in _stale_modules(folder, set(modules.values())):
+        path.unlink()  # a copy this package no longer makes (an earlier layout's, say)
+        changed = True
     if changed or metadata.get("version_checks") != VERSION_CHECKS[name]:
         metadata["files"] = _hash_files(folder)
         metadata["version_checks"] = VERSION_CHECKS[name]
         metadata["repackaged"] = datetime.now(UTC).isoformat(timespec="seconds")
-        staging = folder / (integrity.METADATA_FILE + ".tmp")
+        staging = folder / (METADATA_FILE + ".tmp")
         staging.write_text(json.dumps(metadata, indent=2) + "\n")
-        staging.replace(folder / integrity.METADATA_FILE)
+        staging.replace(folder / METADATA_FILE)
         changed = True
     return changed
+
+
+def _stale_modules(folder: Path, copies: set[str]) -> list[Path]:
+    """Python files in a model folder that are not copies of the runtime modules: trained files
+    are never Python, so these can only be runtime copies of an earlier version."""
+    candidates = [*folder.glob("*.py"), *(folder / RUNTIME_PACKAGE).rglob("*.py")]
+    return sorted(
+        path
+        for path in candidates
+        if "__pycache__" not in path.parts and path.relative_to(folder).as_posix() not in copies
+    )
 
 
 def recipe_key(recipe: dict[str, Any]) -> str:
@@ -165,10 +205,7 @@ def verify(name: str, root: Path | None = None) -> dict[str, Any]:
     """Verify one folder as MLServer will at load (hashes, versions); raise ArtifactError."""
     folder = artifact_dir(name, root)
     _read_settings(name, folder)
-    try:
-        return integrity.verify_artifact(folder, name)
-    except integrity.ArtifactIntegrityError as e:
-        raise ArtifactError(str(e)) from e
+    return verify_artifact(folder, name)
 
 
 def all_fresh(recipe: dict[str, Any], root: Path | None = None) -> bool:

@@ -1,26 +1,229 @@
-"""The `income-bundle` command: data, training, verification, serving and the demo."""
+"""The `income-bundle` command: data, training, verification, serving and the demo.
+
+Each subcommand's options are a settings model (income_bundle.settings_cli): flags, else
+`INCOME_<COMMAND>_<FIELD>` environment variables, else the defaults shown by `--help`.
+"""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
+from pydantic import Field, model_validator
+from pydantic_settings import CliPositionalArg, SettingsConfigDict
+
+from income_bundle import quiet
 from income_bundle.errors import BundleError
 from income_bundle.paths import project_root
+from income_bundle.seldon.local import ServeSettings
+from income_bundle.settings_cli import (
+    CommandParser,
+    CommandSettings,
+    NoOptions,
+    add_command,
+    command_parser,
+    settings_of,
+)
 
-os.environ.setdefault(
-    "TF_CPP_MIN_LOG_LEVEL", "2"
-)  # keep TensorFlow start-up chatter out of the output
+__all__ = [
+    "DemoSettings",
+    "FeedbackSettings",
+    "InferSettings",
+    "InspectSettings",
+    "LabellingSettings",
+    "MLServerSettings",
+    "ReportSettings",
+    "StackSettings",
+    "TrainSettings",
+    "ValidateSettings",
+    "build_parser",
+    "main",
+]
 
-__all__ = ["main"]
+GatewayProtocol = Literal["rest", "grpc"]
+STATE_DIR = project_root() / "build" / "state"  # where `income-bundle serve` keeps its store
 
 
-def _cmd_data(args: argparse.Namespace) -> int:
+class TrainSettings(CommandSettings):
+    """Options of `income-bundle train`."""
+
+    model_config = SettingsConfigDict(env_prefix="INCOME_TRAIN_")
+
+    force: bool = Field(False, description="retrain even if up to date")
+
+
+class MLServerSettings(CommandSettings):
+    """Options of `income-bundle mlserver`."""
+
+    model_config = SettingsConfigDict(env_prefix="INCOME_MLSERVER_")
+
+    host: str = Field("127.0.0.1", description="address to bind")
+    http_port: int = Field(8080, ge=0, le=65535, description="REST port")
+    grpc_port: int = Field(8081, ge=0, le=65535, description="gRPC port")
+
+
+class ValidateSettings(CommandSettings):
+    """Options of `income-bundle validate`."""
+
+    model_config = SettingsConfigDict(env_prefix="INCOME_VALIDATE_")
+
+    bundle: CliPositionalArg[Path | None] = Field(
+        None, description="the manifests' folder (null: seldon-examples/, kserve/ with --kserve)"
+    )
+    kserve: bool = Field(False, description="check the kserve/ manifests instead")
+    local_root: Path = Field(project_root(), description="what /mnt/income-bundle maps to")
+
+
+class FeedbackSettings(CommandSettings):
+    """Options of `income-bundle feedback`."""
+
+    model_config = SettingsConfigDict(env_prefix="INCOME_FEEDBACK_")
+
+    url: str = Field(
+        "http://127.0.0.1:9010",
+        description="the monitor: 'income-bundle serve's, or a port-forwarded cluster monitor",
+    )
+    pipeline: str = Field("income-production", description="the pipeline the request went to")
+    id: str | None = Field(None, description="the request id (x-request-id of the response)")
+    truth: str | None = Field(
+        None, description="one label per row, comma-separated: 0/1 or <=50K/>50K"
+    )
+    file: Path | None = Field(
+        None, description='JSON Lines of {"id": ..., "truth": [...]} instead of --id and --truth'
+    )
+
+    @model_validator(mode="after")
+    def _labels_given(self) -> FeedbackSettings:
+        if self.file is None and not (self.id and self.truth):
+            raise ValueError("give --id and --truth, or --file")
+        return self
+
+
+class StackSettings(CommandSettings):
+    """Options of `income-bundle monitor` (the Prometheus and Alertmanager stack)."""
+
+    model_config = SettingsConfigDict(env_prefix="INCOME_STACK_")
+
+    gateway: str = Field("127.0.0.1:9000", description="the gateway's host:port")
+    mlserver_metrics: str = Field("127.0.0.1:9002", description="MLServer's metrics host:port")
+    monitor_metrics: str = Field("127.0.0.1:9010", description="the income monitor's host:port")
+    prometheus_port: int = Field(9090, ge=0, le=65535, description="Prometheus's port")
+    alertmanager_port: int = Field(9093, ge=0, le=65535, description="Alertmanager's port")
+    webhook_port: int = Field(9095, ge=0, le=65535, description="where Alertmanager posts alerts")
+
+
+class LabellingSettings(CommandSettings):
+    """Options of `income-bundle labelling`."""
+
+    model_config = SettingsConfigDict(env_prefix="INCOME_LABELLING_")
+
+    out: Path = Field(description="a .csv, .jsonl or .parquet file")
+    state_dir: Path = Field(
+        STATE_DIR, description="read the store 'income-bundle serve' keeps there"
+    )
+    classifier: Path = Field(
+        project_root() / "models" / "income",
+        description="with --state-dir: the classifier's model folder (class names, features)",
+    )
+    url: str | None = Field(
+        None,
+        description="read it from the monitor at this URL (e.g. http://127.0.0.1:9010, or a "
+        "port-forwarded cluster monitor) instead of the state dir",
+    )
+    pipeline: str = Field("income-production", description="the pipeline")
+    reason: list[Literal["outlier", "drift"]] | None = Field(
+        None, description="only these reasons (repeatable; null: both)"
+    )
+
+
+class InferSettings(CommandSettings):
+    """Options of `income-bundle infer`."""
+
+    model_config = SettingsConfigDict(env_prefix="INCOME_INFER_")
+
+    target: CliPositionalArg[str] = Field(description="a model name, or <pipeline>.pipeline")
+    file: Path | None = Field(
+        None,
+        description="a V2 JSON request whose first input holds the rows, instead of --scenario",
+    )
+    scenario: Literal["reference", "low-education", "outliers"] = Field(
+        "reference", description="the scenario whose rows to send"
+    )
+    rows: int = Field(20, ge=1, description="rows of the scenario to send")
+    protocol: GatewayProtocol = Field("rest", description="call the gateway over REST or gRPC")
+    url: str = Field("127.0.0.1:9000", description="gateway REST address")
+    grpc: str = Field("127.0.0.1:9001", description="gateway gRPC address")
+
+    @model_validator(mode="after")
+    def _one_source_of_rows(self) -> InferSettings:
+        if self.file is not None and "scenario" in self.model_fields_set:
+            raise ValueError("give --file or --scenario, not both")
+        return self
+
+
+class InspectSettings(CommandSettings):
+    """Options of `income-bundle inspect`."""
+
+    model_config = SettingsConfigDict(env_prefix="INCOME_INSPECT_")
+
+    reference: CliPositionalArg[str] = Field(
+        description="<pipeline>[.<step>].(inputs|outputs)[.<tensor>]"
+    )
+    wait: float = Field(5.0, ge=0, description="seconds to wait for queued asynchronous steps")
+    url: str = Field("127.0.0.1:9000", description="gateway REST address")
+
+
+class ReportSettings(CommandSettings):
+    """Options of `income-bundle report`."""
+
+    model_config = SettingsConfigDict(env_prefix="INCOME_REPORT_", cli_shortcuts={"output": "o"})
+
+    traffic: CliPositionalArg[str] = Field(
+        str(STATE_DIR / "monitor.sqlite"),
+        description="a running monitor's URL (http://127.0.0.1:9010, or a port-forwarded cluster "
+        "monitor), a monitor's store file (.sqlite), a JSONL traffic log (one pipeline request "
+        "a line) or a scenario .npz; the default is the store 'income-bundle serve' keeps",
+    )
+    output: Path = Field(
+        project_root() / "build" / "drift-report.html", description="HTML file to write"
+    )
+    since: str | None = Field(
+        None,
+        description="first request time: ISO-8601 (UTC unless it has an offset) or unix seconds",
+    )
+    until: str | None = Field(
+        None, description="end of the window (exclusive), same forms as --since"
+    )
+    last_rows: int | None = Field(
+        None, description="only the window's last N rows (after the times)"
+    )
+    pipeline: str | None = Field(
+        None,
+        description="only requests to this pipeline (null: every one in a traffic log, "
+        "income-production from a monitor or a store)",
+    )
+    detector: Path | None = Field(
+        None, description="drift detector folder (null: detectors/income-drift)"
+    )
+
+
+class DemoSettings(CommandSettings):
+    """Options of `income-bundle demo`."""
+
+    model_config = SettingsConfigDict(env_prefix="INCOME_DEMO_")
+
+    protocol: GatewayProtocol = Field("rest", description="call the gateway over REST or gRPC")
+    monitor: bool = Field(
+        False,
+        description="also run Prometheus and Alertmanager (Debian packages) and print what they saw",
+    )
+
+
+def _cmd_data(settings: NoOptions) -> int:
     from income_bundle.data import data_fingerprint, ensure_raw_files
 
     directory = ensure_raw_files()
@@ -28,15 +231,15 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
+def _cmd_train(settings: TrainSettings) -> int:
     from income_bundle.training import train
 
-    report = train(force=args.force)
+    report = train(force=settings.force)
     print(report.table())
     return 0
 
 
-def _cmd_verify(args: argparse.Namespace) -> int:
+def _cmd_verify(settings: NoOptions) -> int:
     from income_bundle.artifacts import verify
     from income_bundle.paths import ARTIFACT_FOLDERS
 
@@ -51,7 +254,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _cmd_mlserver(args: argparse.Namespace) -> int:
+def _cmd_mlserver(settings: MLServerSettings) -> int:
     import signal
     import threading
 
@@ -60,7 +263,10 @@ def _cmd_mlserver(args: argparse.Namespace) -> int:
 
     train()
     server = MLServer(
-        host=args.host, http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=0
+        host=settings.host,
+        http_port=settings.http_port,
+        grpc_port=settings.grpc_port,
+        metrics_port=0,
     )
     with server:
         print(f"MLServer ready: REST {server.http_url}, gRPC {server.grpc_address}; Ctrl-C stops")
@@ -71,16 +277,15 @@ def _cmd_mlserver(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_validate(args: argparse.Namespace) -> int:
-    from income_bundle.seldon.local import ServeConfig, load_valid_bundle
+def _cmd_validate(settings: ValidateSettings) -> int:
+    from income_bundle.seldon.local import load_valid_bundle
 
-    if args.kserve:
-        return _validate_kserve(args.bundle or project_root() / "kserve", args.local_root)
-    args.bundle = args.bundle or project_root() / "seldon-examples"
-    config = ServeConfig(bundle_dir=args.bundle, local_root=args.local_root)
-    bundle = load_valid_bundle(config)
+    if settings.kserve:
+        return _validate_kserve(settings.bundle or project_root() / "kserve", settings.local_root)
+    directory = settings.bundle or project_root() / "seldon-examples"
+    bundle = load_valid_bundle(ServeSettings(bundle_dir=directory, local_root=settings.local_root))
     print(
-        f"{args.bundle}: valid ({len(bundle.models)} models, {len(bundle.pipelines)} pipelines: "
+        f"{directory}: valid ({len(bundle.models)} models, {len(bundle.pipelines)} pipelines: "
         f"{', '.join(sorted(bundle.pipelines))})"
     )
     return 0
@@ -102,10 +307,9 @@ def _validate_kserve(directory: Path, local_root: Path) -> int:
     return 0
 
 
-def _cmd_serve(args: argparse.Namespace) -> int:
-    from income_bundle.seldon.local import ServeSettings, serve
+def _cmd_serve(settings: ServeSettings) -> int:
+    from income_bundle.seldon.local import serve
 
-    settings = ServeSettings(_cli_settings_source=args.settings_source(parsed_args=args))
     if settings.local_root.resolve() == project_root().resolve():
         from income_bundle.training import train
 
@@ -128,31 +332,28 @@ def _post_json(url: str, body: dict) -> tuple[int, dict]:
         return e.code, json.loads(e.read() or b"{}")
 
 
-def _cmd_feedback(args: argparse.Namespace) -> int:
+def _cmd_feedback(settings: FeedbackSettings) -> int:
     import urllib.error
 
-    url = f"{args.url.rstrip('/')}/v2/pipelines/{args.pipeline}/feedback"
-    if args.file:
+    url = f"{settings.url.rstrip('/')}/v2/pipelines/{settings.pipeline}/feedback"
+    if settings.file:
         entries = []
-        for number, line in enumerate(Path(args.file).read_text().splitlines(), 1):
+        for number, line in enumerate(settings.file.read_text().splitlines(), 1):
             if line.strip():
                 try:
                     entries.append(json.loads(line))
                 except json.JSONDecodeError as e:
-                    print(f"error: {args.file}:{number}: not JSON: {e}", file=sys.stderr)
+                    print(f"error: {settings.file}:{number}: not JSON: {e}", file=sys.stderr)
                     return 2
-    elif args.id and args.truth:
-        truth = [int(t) if t.isdigit() else t for t in args.truth.split(",")]
-        entries = [{"id": args.id, "truth": truth}]
-    else:
-        print("error: give --id and --truth, or --file", file=sys.stderr)
-        return 2
+    else:  # without --file, FeedbackSettings holds both --id and --truth
+        truth = [int(t) if t.isdigit() else t for t in settings.truth.split(",")]
+        entries = [{"id": settings.id, "truth": truth}]
     failed = 0
     for entry in entries:
         try:
             status, body = _post_json(url, entry)
         except urllib.error.URLError as e:
-            print(f"error: no monitor at {args.url} ({e.reason})", file=sys.stderr)
+            print(f"error: no monitor at {settings.url} ({e.reason})", file=sys.stderr)
             return 1
         if status != 200:
             failed += 1
@@ -162,7 +363,7 @@ def _cmd_feedback(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _cmd_monitor(args: argparse.Namespace) -> int:
+def _cmd_monitor(settings: StackSettings) -> int:
     import signal
     import threading
 
@@ -178,14 +379,14 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
         return 1
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with AlertReceiver(port=args.webhook_port, echo=True) as receiver:
+    with AlertReceiver(port=settings.webhook_port, echo=True) as receiver:
         stack = MonitoringStack(
-            gateway=args.gateway,
-            mlserver_metrics=args.mlserver_metrics,
-            monitor=args.monitor_metrics,
+            gateway=settings.gateway,
+            mlserver_metrics=settings.mlserver_metrics,
+            monitor=settings.monitor_metrics,
             webhook_url=receiver.url,
-            prometheus_port=args.prometheus_port,
-            alertmanager_port=args.alertmanager_port,
+            prometheus_port=settings.prometheus_port,
+            alertmanager_port=settings.alertmanager_port,
         )
         try:
             stack.start()
@@ -194,8 +395,9 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
             return 1
         try:
             print(
-                f"Prometheus {stack.prometheus_url} (scraping {args.gateway}, "
-                f"{args.mlserver_metrics} and {args.monitor_metrics}, rules {stack.rules_file}), "
+                f"Prometheus {stack.prometheus_url} (scraping {settings.gateway}, "
+                f"{settings.mlserver_metrics} and {settings.monitor_metrics}, "
+                f"rules {stack.rules_file}), "
                 "Alertmanager "
                 f"{stack.alertmanager_url}; alerts are printed here. Ctrl-C stops.",
                 flush=True,
@@ -230,53 +432,54 @@ def _format_of(out: Path) -> str:
     return out.suffix.lstrip(".") if out.suffix in (".jsonl", ".parquet") else "csv"
 
 
-def _fetch_labelling(args: argparse.Namespace) -> int:
-    query = [("format", _format_of(args.out))] + [("reason", r) for r in args.reason or []]
-    body = _monitor_get(args.url, f"/v2/pipelines/{args.pipeline}/labelling", query)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_bytes(body)
-    print(f"labelling dataset of {args.pipeline} from {args.url} written to {args.out}")
+def _fetch_labelling(settings: LabellingSettings, url: str) -> int:
+    out = settings.out
+    query = [("format", _format_of(out))] + [("reason", r) for r in settings.reason or []]
+    body = _monitor_get(url, f"/v2/pipelines/{settings.pipeline}/labelling", query)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(body)
+    print(f"labelling dataset of {settings.pipeline} from {url} written to {out}")
     return 0
 
 
-def _cmd_labelling(args: argparse.Namespace) -> int:
+def _cmd_labelling(settings: LabellingSettings) -> int:
     from income_bundle.monitoring.labelling import REASONS, write_rows
     from income_bundle.monitoring.service import Monitor, classifier_info, open_store
     from income_bundle.seldon.local import STORE_FILE
 
-    if args.url:
-        return _fetch_labelling(args)
-    store = open_store(args.state_dir / STORE_FILE)
+    if settings.url:
+        return _fetch_labelling(settings, settings.url)
+    store = open_store(settings.state_dir / STORE_FILE)
     try:
-        monitor = Monitor(store, {args.pipeline: classifier_info(args.classifier)})
-        columns, rows = monitor.labelling(args.pipeline, args.reason or REASONS)
+        monitor = Monitor(store, {settings.pipeline: classifier_info(settings.classifier)})
+        columns, rows = monitor.labelling(settings.pipeline, settings.reason or REASONS)
     finally:
         store.close()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_bytes(write_rows(rows, columns, _format_of(args.out)))
-    print(f"{len(rows)} rows written to {args.out}")
+    settings.out.parent.mkdir(parents=True, exist_ok=True)
+    settings.out.write_bytes(write_rows(rows, columns, _format_of(settings.out)))
+    print(f"{len(rows)} rows written to {settings.out}")
     return 0
 
 
-def _read_rows(args: argparse.Namespace):
+def _read_rows(settings: InferSettings):
     import numpy as np
 
     from income_bundle.scenarios import load_scenario
 
-    if args.file:
-        body = json.loads(Path(args.file).read_text())
+    if settings.file:
+        body = json.loads(settings.file.read_text())
         tensor = body["inputs"][0]
         return np.asarray(tensor["data"], dtype=float).reshape(tensor["shape"])
-    return load_scenario(args.scenario).X[: args.rows]
+    return load_scenario(settings.scenario).X[: settings.rows]
 
 
-def _cmd_infer(args: argparse.Namespace) -> int:
+def _cmd_infer(settings: InferSettings) -> int:
     from income_bundle.client import V2Client, V2Error
 
-    address = args.grpc if args.protocol == "grpc" else args.url
-    client = V2Client(address, args.protocol, headers={"seldon-model": args.target})
+    address = settings.grpc if settings.protocol == "grpc" else settings.url
+    client = V2Client(address, settings.protocol, headers={"seldon-model": settings.target})
     try:
-        outputs = client.infer("model", _read_rows(args))
+        outputs = client.infer("model", _read_rows(settings))
     except V2Error as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -284,21 +487,23 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_inspect(args: argparse.Namespace) -> int:
+def _cmd_inspect(settings: InspectSettings) -> int:
     import urllib.error
     import urllib.parse
     import urllib.request
 
-    url = f"http://{args.url}/inspect/{urllib.parse.quote(args.reference)}?wait={args.wait}"
+    reference = urllib.parse.quote(settings.reference)
+    url = f"http://{settings.url}/inspect/{reference}?wait={settings.wait}"
     try:
-        with urllib.request.urlopen(url, timeout=args.wait + 30) as response:
+        with urllib.request.urlopen(url, timeout=settings.wait + 30) as response:
             body = json.loads(response.read())
     except urllib.error.HTTPError as e:
         print(f"error: {json.loads(e.read()).get('error')}", file=sys.stderr)
         return 1
     except urllib.error.URLError as e:
         print(
-            f"error: no gateway at {args.url} ({e.reason}); start one with 'income-bundle serve'",
+            f"error: no gateway at {settings.url} ({e.reason}); "
+            "start one with 'income-bundle serve'",
             file=sys.stderr,
         )
         return 1
@@ -343,271 +548,148 @@ def _monitor_traffic(source: str, pipeline: str, since: float | None, until: flo
     return Path(saved.name)
 
 
-def _cmd_report(args: argparse.Namespace) -> int:
+def _cmd_report(settings: ReportSettings) -> int:
     from income_bundle.monitoring.report import parse_time, write_report
 
-    since = parse_time(args.since) if args.since else None
-    until = parse_time(args.until) if args.until else None
-    traffic, fetched = args.traffic, None
-    if str(traffic).startswith(("http://", "https://")) or str(traffic).endswith(".sqlite"):
-        pipeline = args.pipeline or "income-production"
-        traffic = fetched = _monitor_traffic(str(traffic), pipeline, since, until)
+    since = parse_time(settings.since) if settings.since else None
+    until = parse_time(settings.until) if settings.until else None
+    traffic: str | Path = settings.traffic
+    fetched = None
+    if settings.traffic.startswith(("http://", "https://")) or settings.traffic.endswith(".sqlite"):
+        pipeline = settings.pipeline or "income-production"
+        traffic = fetched = _monitor_traffic(settings.traffic, pipeline, since, until)
     try:
         result = write_report(
             traffic,
-            args.output,
+            settings.output,
             since=since,
             until=until,
-            last_rows=args.last_rows,
-            pipeline=args.pipeline,
-            detector=args.detector,
+            last_rows=settings.last_rows,
+            pipeline=settings.pipeline,
+            detector=settings.detector,
         )
     finally:
         if fetched is not None:
             fetched.unlink()
     drifting = f" in {', '.join(result.drifted)}" if result.drifted else ""
     print(
-        f"wrote {args.output}: {result.rows} rows, {result.verdict}{drifting} "
+        f"wrote {settings.output}: {result.rows} rows, {result.verdict}{drifting} "
         f"(p-value threshold {result.threshold:.4g})"
     )
     return 0
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
+def _cmd_demo(settings: DemoSettings) -> int:
     from income_bundle.demo import run_demo
 
-    run_demo(protocol=args.protocol, monitor=args.monitor)
+    run_demo(protocol=settings.protocol, monitor=settings.monitor)
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="income-bundle",
-        description="Monitored income-classifier serving: artifacts, MLServer, the local Seldon gateway.",
+def build_parser() -> CommandParser:
+    parser = command_parser(
+        "income-bundle",
+        "Monitored income-classifier serving: artifacts, MLServer, the local Seldon gateway.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    data = commands.add_parser("data", help="download and verify the UCI Adult data files")
-    data.set_defaults(func=_cmd_data)
-
-    train = commands.add_parser(
-        "train", help="train and package the five model folders (reuses up-to-date ones)"
+    add_command(
+        commands, "data", NoOptions, _cmd_data, help="download and verify the UCI Adult data files"
     )
-    train.add_argument("--force", action="store_true", help="retrain even if up to date")
-    train.set_defaults(func=_cmd_train)
-
-    verify = commands.add_parser(
-        "verify", help="check every model folder's file hashes and library versions"
+    add_command(
+        commands,
+        "train",
+        TrainSettings,
+        _cmd_train,
+        help="train and package the five model folders (reuses up-to-date ones)",
     )
-    verify.set_defaults(func=_cmd_verify)
-
-    mlserver = commands.add_parser(
-        "mlserver", help="serve the five models on one MLServer until Ctrl-C"
+    add_command(
+        commands,
+        "verify",
+        NoOptions,
+        _cmd_verify,
+        help="check every model folder's file hashes and library versions",
     )
-    mlserver.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default: %(default)s)"
+    add_command(
+        commands,
+        "mlserver",
+        MLServerSettings,
+        _cmd_mlserver,
+        help="serve the five models on one MLServer until Ctrl-C",
     )
-    mlserver.add_argument(
-        "--http-port", type=int, default=8080, help="REST port (default: %(default)s)"
-    )
-    mlserver.add_argument(
-        "--grpc-port", type=int, default=8081, help="gRPC port (default: %(default)s)"
-    )
-    mlserver.set_defaults(func=_cmd_mlserver)
-
-    validate = commands.add_parser(
+    add_command(
+        commands,
         "validate",
+        ValidateSettings,
+        _cmd_validate,
         help="check Seldon manifests (or with --kserve the KServe path's): CRD schemas, "
         "pipeline rules, selectors, artifacts and tensors",
     )
-    validate.add_argument(
-        "bundle", nargs="?", type=Path, help="default: seldon-examples/ (kserve/ with --kserve)"
-    )
-    validate.add_argument(
-        "--kserve", action="store_true", help="check the kserve/ manifests instead"
-    )
-    validate.add_argument(
-        "--local-root", type=Path, default=project_root(), help="what /mnt/income-bundle maps to"
-    )
-    validate.set_defaults(func=_cmd_validate)
-
-    serve = commands.add_parser(
+    add_command(
+        commands,
         "serve",
+        ServeSettings,
+        _cmd_serve,
         help="serve the bundle's models on MLServer behind a seldon-mesh compatible gateway",
     )
-    # The flags come from the settings' fields (pydantic-settings), with their descriptions.
-    from pydantic_settings import CliSettingsSource
-
-    from income_bundle.seldon.local import ServeSettings
-
-    serve.set_defaults(settings_source=CliSettingsSource(ServeSettings, root_parser=serve))
-    serve.set_defaults(func=_cmd_serve)
-
-    feedback = commands.add_parser(
-        "feedback", help="send true labels for a pipeline request (by its x-request-id)"
+    add_command(
+        commands,
+        "feedback",
+        FeedbackSettings,
+        _cmd_feedback,
+        help="send true labels for a pipeline request (by its x-request-id)",
     )
-    feedback.add_argument(
-        "--url",
-        default="http://127.0.0.1:9010",
-        help="the monitor: 'income-bundle serve's, or a port-forwarded cluster monitor "
-        "(default: %(default)s)",
-    )
-    feedback.add_argument("--pipeline", default="income-production")
-    feedback.add_argument("--id", help="the request id (x-request-id of the response)")
-    feedback.add_argument("--truth", help="one label per row, comma-separated: 0/1 or <=50K/>50K")
-    feedback.add_argument(
-        "--file", type=Path, help='JSON Lines of {"id": ..., "truth": [...]} instead'
-    )
-    feedback.set_defaults(func=_cmd_feedback)
-
-    monitor = commands.add_parser(
+    add_command(
+        commands,
         "monitor",
+        StackSettings,
+        _cmd_monitor,
         help="Prometheus and Alertmanager (Debian packages) on loopback, watching 'serve'",
     )
-    monitor.add_argument(
-        "--gateway", default="127.0.0.1:9000", help="the gateway's host:port (default: %(default)s)"
+    add_command(
+        commands,
+        "labelling",
+        LabellingSettings,
+        _cmd_labelling,
+        help="export the labelling dataset (flagged and drifted traffic)",
     )
-    monitor.add_argument(
-        "--mlserver-metrics",
-        default="127.0.0.1:9002",
-        help="MLServer's metrics host:port (default: %(default)s)",
+    add_command(
+        commands,
+        "infer",
+        InferSettings,
+        _cmd_infer,
+        help="call a model or '<pipeline>.pipeline' through the gateway",
     )
-    monitor.add_argument(
-        "--monitor-metrics",
-        default="127.0.0.1:9010",
-        help="the income monitor's host:port (default: %(default)s)",
-    )
-    monitor.add_argument("--prometheus-port", type=int, default=9090)
-    monitor.add_argument("--alertmanager-port", type=int, default=9093)
-    monitor.add_argument(
-        "--webhook-port", type=int, default=9095, help="where Alertmanager posts alerts"
-    )
-    monitor.set_defaults(func=_cmd_monitor)
-
-    labelling = commands.add_parser(
-        "labelling", help="export the labelling dataset (flagged and drifted traffic)"
-    )
-    labelling.add_argument(
-        "--state-dir",
-        type=Path,
-        default=project_root() / "build" / "state",
-        help="read the store 'income-bundle serve' keeps there (default: %(default)s)",
-    )
-    labelling.add_argument(
-        "--classifier",
-        type=Path,
-        default=project_root() / "models" / "income",
-        help="with --state-dir: the classifier's model folder (class names, features)",
-    )
-    labelling.add_argument(
-        "--url",
-        help="read it from the monitor at this URL (e.g. http://127.0.0.1:9010, or a "
-        "port-forwarded cluster monitor) instead of the state dir",
-    )
-    labelling.add_argument(
-        "--pipeline", default="income-production", help="the pipeline (%(default)s)"
-    )
-    labelling.add_argument(
-        "--out", type=Path, required=True, help="a .csv, .jsonl or .parquet file"
-    )
-    labelling.add_argument(
-        "--reason", action="append", choices=["outlier", "drift"], help="only these reasons"
-    )
-    labelling.set_defaults(func=_cmd_labelling)
-
-    infer = commands.add_parser(
-        "infer", help="call a model or '<pipeline>.pipeline' through the gateway"
-    )
-    infer.add_argument("target", help="a model name, or <pipeline>.pipeline")
-    source = infer.add_mutually_exclusive_group()
-    source.add_argument("--file", help="a V2 JSON request whose first input holds the rows")
-    source.add_argument(
-        "--scenario", default="reference", choices=("reference", "low-education", "outliers")
-    )
-    infer.add_argument(
-        "--rows", type=int, default=20, help="rows of the scenario to send (default: %(default)s)"
-    )
-    infer.add_argument("--protocol", choices=("rest", "grpc"), default="rest")
-    infer.add_argument(
-        "--url", default="127.0.0.1:9000", help="gateway REST address (default: %(default)s)"
-    )
-    infer.add_argument(
-        "--grpc", default="127.0.0.1:9001", help="gateway gRPC address (default: %(default)s)"
-    )
-    infer.set_defaults(func=_cmd_infer)
-
-    inspect = commands.add_parser(
+    add_command(
+        commands,
         "inspect",
+        InspectSettings,
+        _cmd_inspect,
         help="latest data of a pipeline step, e.g. income-production.income-drift.outputs.is_drift",
     )
-    inspect.add_argument("reference", help="<pipeline>[.<step>].(inputs|outputs)[.<tensor>]")
-    inspect.add_argument(
-        "--wait",
-        type=float,
-        default=5.0,
-        help="seconds to wait for queued asynchronous steps (default: %(default)s)",
-    )
-    inspect.add_argument(
-        "--url", default="127.0.0.1:9000", help="gateway REST address (default: %(default)s)"
-    )
-    inspect.set_defaults(func=_cmd_inspect)
-
-    report = commands.add_parser(
+    add_command(
+        commands,
         "report",
+        ReportSettings,
+        _cmd_report,
         help="write a static HTML drift report: per-feature distributions, reference vs current, "
         "and p-values, for a window of traffic",
     )
-    report.add_argument(
-        "traffic",
-        nargs="?",
-        default=str(project_root() / "build" / "state" / "monitor.sqlite"),
-        help="a running monitor's URL (http://127.0.0.1:9010, or a port-forwarded cluster "
-        "monitor), a monitor's store file (.sqlite), a JSONL traffic log (one pipeline request "
-        "a line) or a scenario .npz (default: build/state/monitor.sqlite, the store "
-        "'income-bundle serve' keeps)",
+    add_command(
+        commands,
+        "demo",
+        DemoSettings,
+        _cmd_demo,
+        help="train if needed, serve, run the three income scenarios, print a table",
     )
-    report.add_argument(
-        "-o",
-        "--output",
-        type=Path,
-        default=project_root() / "build" / "drift-report.html",
-        help="HTML file to write (default: build/drift-report.html)",
-    )
-    report.add_argument(
-        "--since", help="first request time: ISO-8601 (UTC unless it has an offset) or unix seconds"
-    )
-    report.add_argument("--until", help="end of the window (exclusive), same forms as --since")
-    report.add_argument(
-        "--last-rows", type=int, metavar="N", help="only the window's last N rows (after the times)"
-    )
-    report.add_argument(
-        "--pipeline",
-        help="only requests to this pipeline (a monitor or store: default income-production)",
-    )
-    report.add_argument(
-        "--detector",
-        type=Path,
-        help="drift detector folder (default: detectors/income-drift)",
-    )
-    report.set_defaults(func=_cmd_report)
-
-    demo = commands.add_parser(
-        "demo", help="train if needed, serve, run the three income scenarios, print a table"
-    )
-    demo.add_argument("--protocol", choices=("rest", "grpc"), default="rest")
-    demo.add_argument(
-        "--monitor",
-        action="store_true",
-        help="also run Prometheus and Alertmanager (Debian packages) and print what they saw",
-    )
-    demo.set_defaults(func=_cmd_demo)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    quiet.configure()  # before anything imports TensorFlow; LOG_LEVEL=debug keeps the frameworks' lines
     args = build_parser().parse_args(argv)
+    settings = settings_of(args)
     try:
-        return args.func(args)
+        return args.run(settings)
     except BundleError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

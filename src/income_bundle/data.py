@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from income_bundle.errors import DataError
-from income_bundle.integrity import file_sha256
 from income_bundle.paths import data_dir
+from income_bundle.runtime.artifact import file_sha256
 
 __all__ = [
     "CATEGORICAL_FEATURES",

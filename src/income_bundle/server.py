@@ -10,6 +10,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from income_bundle import quiet
 from income_bundle.errors import BundleError
 from income_bundle.paths import ARTIFACT_FOLDERS, artifact_dir
 from income_bundle.process import ServerProcess, http_ok
@@ -35,7 +36,7 @@ REQUIRED_SERIES = {
 
 def preflight() -> None:
     """Refuse to start MLServer with a dependency known to keep the income models from loading."""
-    from income_bundle.integrity import installed_version
+    from income_bundle.runtime.artifact import installed_version
 
     problems = []
     for distribution, (series, pin) in REQUIRED_SERIES.items():
@@ -123,7 +124,8 @@ class MLServer:
         env = {
             **os.environ,
             "TF_USE_LEGACY_KERAS": "1",
-            "TF_CPP_MIN_LOG_LEVEL": "2",
+            # TensorFlow's and CUDA's C++ chatter off in the workers (LOG_LEVEL=debug keeps it).
+            **quiet.environment(),
             # The classifier (HistGradientBoosting) predicts with busy-waiting OpenMP threads:
             # on 20-row requests they cost more than they save, and with two workers on two
             # cores they starve each other (p90 of 5 s measured at concurrency 8).

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from income_bundle import artifacts, scenarios
+from income_bundle import artifacts, quiet, scenarios
 from income_bundle.data import (
     CATEGORICAL_FEATURES,
     CATEGORY_MAP,
@@ -404,6 +404,8 @@ def train(*, force: bool = False, root: Path | None = None) -> TrainingReport:
         _progress("artifacts are up to date (same data, parameters, code and library versions)")
         return TrainingReport(True, time.perf_counter() - start, metrics)
 
+    # TensorFlow, CUDA and alibi-detect chatter off (LOG_LEVEL=debug keeps it), before they load.
+    quiet.import_tensorflow()
     import joblib
     from alibi.saving import save_explainer
     from alibi_detect.saving import save_detector

@@ -4,11 +4,8 @@ Kubernetes and Seldon schemas, argument specs, the preflight, and one name every
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,41 +14,24 @@ import yaml
 
 from income_bundle.crds import CrdSchemas, find_crd_dir
 from income_bundle.seldon.bundle import IN_CLUSTER_ROOT
-from income_bundle_dev.upstream_checks import kubernetes_schema_version
+from tests.support.ansible_files import (
+    ANSIBLE,
+    BIN,
+    KUBERNETES_VERSION,
+    PLAYBOOKS,
+    image_pins,
+    run,
+)
+from tests.support.ansible_files import ROLE_NAMES as ROLES
+from tests.support.ansible_files import argument_specs as _specs
+from tests.support.manifests import documents
 from tests.support.paths import ROOT
-
-ANSIBLE = ROOT / "ansible"
-BIN = Path(sys.executable).parent
-PLAYBOOKS = sorted((ANSIBLE / "playbooks").glob("*.yaml"))
-ROLES = sorted(p.name for p in (ANSIBLE / "roles").iterdir() if p.is_dir())
-KUBERNETES_VERSION = kubernetes_schema_version(ANSIBLE / "roles")  # the kind node's minor
-
-
-def run(args: list[str], cwd: Path = ANSIBLE, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "PATH": f"{BIN}:{os.environ['PATH']}"}
-    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 @pytest.mark.parametrize("playbook", PLAYBOOKS, ids=[p.name for p in PLAYBOOKS])
 def test_playbook_syntax(playbook):
     result = run([str(BIN / "ansible-playbook"), "--syntax-check", str(playbook)])
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-def test_every_stage_has_its_playbook_and_all_imports_them():
-    names = {p.name for p in PLAYBOOKS}
-    assert {"kind-cluster.yaml", "setup-ecosystem.yaml", "setup-seldon.yaml", "deploy-income.yaml",
-            "seldon-all.yaml", "teardown.yaml"} <= names  # fmt: skip
-    imported = [
-        p["ansible.builtin.import_playbook"]
-        for p in yaml.safe_load((ANSIBLE / "playbooks" / "seldon-all.yaml").read_text())
-    ]
-    assert imported[1:] == [
-        "kind-cluster.yaml",
-        "setup-ecosystem.yaml",
-        "setup-seldon.yaml",
-        "deploy-income.yaml",
-    ]
 
 
 def test_ansible_lint_production_profile():
@@ -63,10 +43,6 @@ def test_ansible_lint_production_profile():
     )
     result = run([str(BIN / "ansible-lint"), "--nocolor"], timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-
-
-def documents(path: Path) -> list[dict]:
-    return [d for d in yaml.safe_load_all(path.read_text()) if d]
 
 
 def test_core_objects_validate_against_the_pinned_kubernetes(rendered):
@@ -143,32 +119,9 @@ def test_monitoring_values_pick_up_rules_and_dashboards_everywhere(rendered):
     assert values["grafana"]["sidecar"]["dashboards"]["label"] == "grafana_dashboard"
 
 
-def image_pins(dockerfile: str) -> dict[str, str]:
-    """The Dockerfile's pip pins, after checking each equals requirements.txt's."""
-    pins = dict(re.findall(r"([a-z0-9\-]+)==([0-9.]+)", dockerfile))
-    requirements = dict(
-        re.findall(
-            r"^([a-z0-9\-]+)(?:\[[^\]]*\])?==([0-9.]+)",
-            (ROOT / "requirements.txt").read_text(),
-            re.M,
-        )
-    )
-    assert pins and all(requirements[name] == version for name, version in pins.items())
-    return pins
-
-
 def test_mlserver_image_pins_are_the_artifacts_versions(rendered):
     pins = image_pins((rendered / "mlserver.Dockerfile").read_text())
     assert {"scikit-learn", "alibi-detect", "tensorflow", "tf-keras", "numpy"} <= set(pins)
-
-
-def _specs() -> dict[str, dict]:
-    return {
-        role: yaml.safe_load(
-            (ANSIBLE / "roles" / role / "meta" / "argument_specs.yaml").read_text()
-        )["argument_specs"]["main"]["options"]
-        for role in ROLES
-    }
 
 
 WRONG_VALUE = {
@@ -206,31 +159,11 @@ def test_argument_specs_reject_a_wrong_type_for_every_variable(tmp_path):
         assert failed and case["variable"] in message, (case, message)
 
 
-def test_every_role_checks_its_string_variables_first():
-    for role in ROLES:
-        first = yaml.safe_load((ANSIBLE / "roles" / role / "tasks" / "main.yaml").read_text())[0]
-        assert first["ansible.builtin.include_tasks"].endswith(
-            "preflight/tasks/check_types.yaml"
-        ), role
+def test_docs_variables_page_matches_the_argument_specs():
+    from income_bundle_dev.ansible_docs import PAGE, variables_page
 
-
-def test_every_variable_is_role_prefixed_and_documented():
-    for role, options in _specs().items():
-        defaults = yaml.safe_load((ANSIBLE / "roles" / role / "defaults" / "main.yaml").read_text())
-        assert set(defaults) == set(options), role
-        for variable, option in options.items():
-            assert variable.startswith(role + "_"), variable
-            assert option.get("description"), variable
-            if "default" in option:
-                assert option["default"] == defaults[variable], variable
-
-
-def test_readme_variables_table_matches_the_argument_specs():
-    from income_bundle_dev.ansible_docs import variables_table
-
-    readme = (ROOT / "README.md").read_text()
-    assert variables_table(ANSIBLE / "roles") in readme, (
-        "run 'make docs' to refresh the README table"
+    assert (ROOT / PAGE).read_text() == variables_page(ANSIBLE / "roles"), (
+        f"run 'make docs' to regenerate {PAGE}"
     )
 
 

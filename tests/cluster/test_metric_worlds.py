@@ -13,10 +13,12 @@ The worlds (named by the rules' `worlds` annotation and the panels' closing "Wor
 
 What a component exports comes from its code where it is ours: the registries of the gateway and
 the monitor as they are built, and the metrics the MLServer runtimes create when they load. For
-Seldon's agent and pipeline gateway it comes from Seldon's source (facts below, cited by file and
-tag). MLServer's own series (model_infer_request_*, rest_server_*, grpc_server_*) are left out:
-nothing reads them, and a query that starts to will fail here until they are added. The series a
-query reads come from promql-parser's syntax tree, never from the text.
+Seldon's agent and pipeline gateway it comes from Seldon's source (the facts in
+tests/support/seldon_metrics.py, cited by file and tag). MLServer's own series
+(model_infer_request_*, rest_server_*, grpc_server_*) are left out: nothing reads them, and a query
+that starts to will fail here until they are added. The series a query reads come from
+promql-parser's syntax tree, never from the text. The checks that need no rendering nor probe
+(Seldon's facts against the gateway and Seldon's monitors) are tests/unit/test_metric_worlds.py.
 """
 
 from __future__ import annotations
@@ -46,11 +48,18 @@ from income_bundle_dev.upstream_checks import (
     _labels_match,
     find_upstream_dir,
 )
+from tests.support.alert_rules import RULES, alert_rules
 from tests.support.metric_probe import registry_series
 from tests.support.paths import ROOT
+from tests.support.seldon_metrics import (
+    SELDON_AGENT_METRICS_PORT,
+    SELDON_AGENT_SERIES,
+    SELDON_PIPELINE_GATEWAY_METRICS_PORT,
+    SELDON_PIPELINE_GATEWAY_POD_LABELS,
+    SELDON_PIPELINE_GATEWAY_SERIES,
+)
 
 ANSIBLE = ROOT / "ansible"
-RULES = ROOT / "monitoring" / "prometheus" / "income-rules.yaml"
 RENDER_PLAYBOOK = ROOT / "tests" / "ansible" / "render.yaml"
 SETTINGS_FILES = tuple(
     path.resolve()
@@ -64,72 +73,6 @@ MOUNT = "/mnt/income-bundle"
 # The labels Prometheus puts on every scraped series; prometheus-operator adds the pod's.
 STATIC_TARGET_LABELS = frozenset({"job", "instance"})
 POD_TARGET_LABELS = STATIC_TARGET_LABELS | {"namespace", "pod", "container", "endpoint"}
-
-# --- Seldon's facts (SeldonIO/seldon-core v2.10.2) ---------------------------------------------
-
-
-def _histogram(name: str, labels: set[str]) -> dict[str, frozenset[str]]:
-    return {
-        f"{name}_bucket": frozenset(labels | {"le"}),
-        f"{name}_count": frozenset(labels),
-        f"{name}_sum": frozenset(labels),
-    }
-
-
-_AGENT_REPLICA = {"server", "server_replica"}
-_AGENT_CALL = _AGENT_REPLICA | {"model", "model_internal", "method_type", "code"}
-_AGENT_AGGREGATE = _AGENT_REPLICA | {"method_type"}
-# scheduler/pkg/metrics/agent.go: the model histogram, infer counters and their aggregates
-# (createModelHistogram, createModelInferCounter, ...: names and label names).
-SELDON_AGENT_REQUEST_SERIES = {
-    **_histogram("seldon_model_infer_api_seconds", _AGENT_REPLICA | {"method", "code"}),
-    "seldon_model_infer_total": frozenset(_AGENT_CALL),
-    "seldon_model_infer_seconds_total": frozenset(_AGENT_CALL),
-    "seldon_model_aggregate_infer_total": frozenset(_AGENT_AGGREGATE),
-    "seldon_model_aggregate_infer_seconds_total": frozenset(_AGENT_AGGREGATE),
-}
-# agent.go, the agent's other series (Go counters keep their names: no _total is added).
-SELDON_AGENT_SERIES = {
-    **SELDON_AGENT_REQUEST_SERIES,
-    **{
-        name: frozenset(_AGENT_REPLICA)
-        for name in (
-            "seldon_cache_evict_count",
-            "seldon_cache_miss_count",
-            "seldon_load_model_counter",
-            "seldon_unload_model_counter",
-            "seldon_server_replica_memory_capacity_bytes_gauge",
-            "seldon_server_replica_memory_capacity_overcommit_bytes_gauge",
-        )
-    },
-    **{
-        name: frozenset(_AGENT_REPLICA | {"model_internal"})
-        for name in (
-            "seldon_loaded_model_gauge",
-            "seldon_loaded_model_memory_bytes_gauge",
-            "seldon_evicted_model_memory_bytes_gauge",
-        )
-    },
-}
-_PIPELINE_CALL = {"server", "pipeline", "method_type", "code"}
-# scheduler/pkg/metrics/gateway.go (createPipelineHistogram, createPipelineInferCounter, ...).
-SELDON_PIPELINE_GATEWAY_SERIES = {
-    **_histogram("seldon_pipeline_infer_api_seconds", {"server", "pipeline", "method", "code"}),
-    "seldon_pipeline_infer_total": frozenset(_PIPELINE_CALL),
-    "seldon_pipeline_infer_seconds_total": frozenset(_PIPELINE_CALL),
-    "seldon_pipeline_aggregate_infer_total": frozenset({"server", "method_type"}),
-    "seldon_pipeline_aggregate_infer_seconds_total": frozenset({"server", "method_type"}),
-}
-# agent.go DefaultHistogramBuckets, for both histograms.
-SELDON_DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
-# k8s/helm-charts/seldon-core-v2-setup/templates/_components-statefulsets.tpl: the mlserver
-# ServerConfig's agent container names its metrics port so (9006; MLServer's is server-metrics).
-SELDON_AGENT_METRICS_PORT = "metrics"
-# operator/controllers/reconcilers/seldon/deployment_reconciler.go and statefulset_reconciler.go
-# label a SeldonRuntime component's pods app.kubernetes.io/name=<component>; the same chart
-# template names the component seldon-pipelinegateway and its metrics port (9006) so.
-SELDON_PIPELINE_GATEWAY_POD_LABELS = {"app.kubernetes.io/name": "seldon-pipelinegateway"}
-SELDON_PIPELINE_GATEWAY_METRICS_PORT = "metrics"
 
 # --- components and what they export ------------------------------------------------------------
 
@@ -518,11 +461,6 @@ def read_problems(expr: str, world: World) -> list[str]:
     return problems
 
 
-def alert_rules(path: Path = RULES) -> dict[str, dict]:
-    groups = yaml.safe_load(path.read_text())["groups"]
-    return {rule["alert"]: rule for group in groups for rule in group["rules"] if "alert" in rule}
-
-
 def declared_worlds(text: str, what: str) -> tuple[str, ...]:
     named = tuple(part.strip() for part in text.split(","))
     assert named and set(named) <= set(WORLDS), f"{what}: worlds {text!r} (known: {WORLDS})"
@@ -640,17 +578,6 @@ def test_a_label_or_job_a_world_lacks_and_an_unearned_mark_are_caught(worlds):
     ]
 
 
-def test_the_gateway_exports_seldons_request_series_as_seldon_names_them():
-    from income_bundle.seldon.metrics import SELDON_BUCKETS, GatewayMetrics
-
-    ours = registry_series(GatewayMetrics().registry)
-    for name, labels in {**SELDON_AGENT_REQUEST_SERIES, **SELDON_PIPELINE_GATEWAY_SERIES}.items():
-        assert ours.get(name) == labels, name
-    seldon = set(SELDON_AGENT_SERIES) | set(SELDON_PIPELINE_GATEWAY_SERIES)
-    assert {n for n in ours if n.startswith("seldon_") and not n.endswith("_created")} <= seldon
-    assert SELDON_BUCKETS == SELDON_DEFAULT_BUCKETS
-
-
 def test_runtimes_are_probed_for_their_metrics_and_kserves_add_none():
     """The probe finds the metrics the runtimes create; the KServe module creates none of its own
     (so loading its classes' runtimes base is loading what it exports)."""
@@ -660,7 +587,7 @@ def test_runtimes_are_probed_for_their_metrics_and_kserves_add_none():
     assert drift["income_drift_feature_p_value"] == {"model", "feature"}
     kserve_drift = ROOT / "kserve" / "detectors" / "income-drift" / "model-settings.json"
     assert runtime_series(kserve_drift) == drift
-    source = ROOT / "src" / "income_bundle" / "kserve" / "runtime.py"
+    source = ROOT / "src" / "income_bundle" / "runtime" / "cloudevents.py"
     tree = ast.parse(source.read_text())
     imported = {
         alias.name if isinstance(node, ast.Import) else node.module
@@ -675,21 +602,6 @@ def test_runtimes_are_probed_for_their_metrics_and_kserves_add_none():
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
     }
     assert "_metric" not in calls
-
-
-def test_seldon_facts_agree_with_seldons_own_monitors():
-    """Seldon's prometheus/monitors select the agent and the pipeline gateway as the facts say."""
-    upstream = find_upstream_dir(ROOT)
-    if upstream is None:
-        pytest.skip("../shared/upstream (Seldon's monitors) is not beside the checkout")
-    monitors = upstream / "seldon-monitors"
-    agent = yaml.safe_load((monitors / "agent-podmonitor.yaml").read_text())["spec"]
-    assert agent["selector"]["matchLabels"] == SELDON_SERVER_POD_LABELS
-    assert [e["port"] for e in agent["podMetricsEndpoints"]] == [SELDON_AGENT_METRICS_PORT]
-    gateway = yaml.safe_load((monitors / "pipelinegateway-podmonitor.yaml").read_text())["spec"]
-    assert gateway["selector"]["matchLabels"] == SELDON_PIPELINE_GATEWAY_POD_LABELS
-    ports = [e["port"] for e in gateway["podMetricsEndpoints"]]
-    assert ports == [SELDON_PIPELINE_GATEWAY_METRICS_PORT]
 
 
 def test_seldon_pod_facts_agree_with_the_setup_chart_the_role_installs(rendered, tmp_path):

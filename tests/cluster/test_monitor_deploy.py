@@ -4,7 +4,8 @@ monitor imports at constraints.txt's versions, and the role waits for what it ap
 
 The rendered templates are also validated strictly (tests/cluster/test_upstream_charts.py) and applied
 to a real API server twice (tests/cluster/test_sim_cluster_apply.py); the Trigger waits are checked
-against Knative's conditions with every other wait (tests/cluster/test_upstream_waits.py)."""
+against Knative's conditions with every other wait (tests/unit/test_upstream_waits.py). The image's
+pins and the playbooks' and roles' wiring, read as files: tests/unit/test_monitor_deploy.py."""
 
 from __future__ import annotations
 
@@ -18,27 +19,22 @@ from pathlib import Path
 import pytest
 import yaml
 
-from income_bundle.monitoring.kserve_source import EVENT_TYPES
+from income_bundle.monitoring.sources.kserve import EVENT_TYPES
 from income_bundle_dev.upstream_checks import (
     KNATIVE_SERVICE_SUBSCRIBER_PORT,
     STRIMZI_BOOTSTRAP_SUFFIX,
     monitor_problems,
     role_tasks,
 )
+from tests.support.ansible_files import role_defaults as defaults
+from tests.support.manifests import documents
+from tests.support.manifests import edit_documents as edit
 from tests.support.paths import ROOT
 
 ROLES = ROOT / "ansible" / "roles"
 ROLE = ROLES / "income_monitor"
 KSERVE = ROOT / "kserve"
 PLATFORMS = ("seldon", "kserve")
-
-
-def documents(path: Path) -> list[dict]:
-    return [d for d in yaml.safe_load_all(path.read_text()) if d]
-
-
-def defaults(role: str) -> dict:
-    return yaml.safe_load((ROLES / role / "defaults" / "main.yaml").read_text())
 
 
 def role_vars() -> dict:
@@ -66,13 +62,6 @@ def copy(rendered, tmp_path) -> Path:
     target = tmp_path / "rendered"
     shutil.copytree(rendered, target)
     return target
-
-
-def edit(path: Path, change) -> None:
-    docs = documents(path)
-    for doc in docs:
-        change(doc)
-    path.write_text(yaml.safe_dump_all(docs))
 
 
 # --- Selectors, ports and addresses --------------------------------------------------------------
@@ -378,32 +367,6 @@ def test_image_pins_are_constraints_versions_on_a_base_pinned_by_digest(rendered
     assert exposed == arguments(container(rendered, "seldon"))["port"]
 
 
-# The extras the monitor's imports need (tritonclient.grpc for Seldon's protobuf messages).
-USED_EXTRAS = {"tritonclient": {"grpc"}}
-
-
-def test_image_pins_hold_every_requirement_of_every_pin():
-    from importlib.metadata import requires
-
-    from packaging.requirements import Requirement
-
-    pinned = {
-        re.sub(r"[-_.]+", "-", pin.partition("==")[0]).lower()
-        for pin in defaults("income_monitor")["income_monitor_pins"]
-    }
-    missing = []
-    for name in sorted(pinned):
-        for text in requires(name) or []:
-            requirement = Requirement(text)
-            extras = {""} | USED_EXTRAS.get(name, set())
-            wanted = requirement.marker is None or any(
-                requirement.marker.evaluate({"extra": extra}) for extra in extras
-            )
-            if wanted and re.sub(r"[-_.]+", "-", requirement.name).lower() not in pinned:
-                missing.append(f"{name} needs {requirement}")
-    assert missing == []
-
-
 def test_the_monitor_runs_with_only_the_images_distributions(tmp_path):
     # The classifier folder's contract (service.classifier_info): settings with class names,
     # metadata with the held-out positive rate and the input features.
@@ -419,7 +382,7 @@ def test_the_monitor_runs_with_only_the_images_distributions(tmp_path):
     )
     pins = defaults("income_monitor")["income_monitor_pins"]
     result = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "monitor_image_env.py"), json.dumps(pins), str(tmp_path)],
+        [sys.executable, str(ROOT / "tests" / "support" / "monitor_image_env.py"), json.dumps(pins), str(tmp_path)],
         capture_output=True, text=True, timeout=180, cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -437,41 +400,3 @@ def test_the_monitor_runs_with_only_the_images_distributions(tmp_path):
     assert report["kafka_without_broker"] == "aiokafka.errors.KafkaConnectionError"
     # Neither MLServer nor TensorFlow nor scikit-learn is on the monitor's import path.
     assert not {"mlserver", "tensorflow", "sklearn", "alibi_detect"} & set(report["refused"])
-
-
-# --- Wiring -----------------------------------------------------------------------------------------
-
-
-def _role_entry(playbook: str) -> tuple[dict, dict]:
-    (play,) = yaml.safe_load((ROOT / "ansible" / "playbooks" / playbook).read_text())
-    roles = {r["role"]: r for r in play["roles"]}
-    return roles["preflight"], roles["income_monitor"]
-
-
-def test_both_deploy_playbooks_deploy_the_monitor_of_their_path():
-    preflight, monitor = _role_entry("deploy-income.yaml")
-    assert monitor["vars"]["income_monitor_platform"] == "seldon"
-    assert monitor["vars"]["income_monitor_seldon_namespace"] == "{{ income_pipeline_namespace }}"
-    assert {"docker", "kind", "kubectl"} <= set(preflight["vars"]["preflight_tools"])
-    preflight, monitor = _role_entry("deploy-kserve.yaml")
-    assert monitor["vars"]["income_monitor_platform"] == "kserve"
-    assert monitor["vars"]["income_monitor_kserve_namespace"] == "{{ kserve_income_namespace }}"
-    assert monitor["vars"]["income_monitor_pod_monitor"] == "{{ kserve_income_monitoring }}"
-    assert {"docker", "kind", "kubectl"} <= set(preflight["vars"]["preflight_tools"])
-
-
-def test_the_roles_defaults_agree_with_the_rest_of_the_bundle():
-    monitor = defaults("income_monitor")
-    assert (
-        monitor["income_monitor_kind_cluster_name"] == defaults("kind_cluster")["kind_cluster_name"]
-    )
-    assert (
-        monitor["income_monitor_kserve_namespace"]
-        == defaults("kserve_income")["kserve_income_namespace"]
-    )
-    assert (
-        monitor["income_monitor_seldon_namespace"]
-        == (defaults("income_pipeline")["income_pipeline_namespace"])
-    )
-    (broker,) = [d for d in documents(KSERVE / "broker.yaml") if d["kind"] == "Broker"]
-    assert monitor["income_monitor_kserve_broker"] == broker["metadata"]["name"]

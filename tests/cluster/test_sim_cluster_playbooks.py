@@ -6,7 +6,8 @@ What runs for real: every task of seldon-all.yaml, kserve-all.yaml and teardown.
 need Docker, kind, a running container or the internet: the argument specs and preflight, helm
 installing the pinned charts of ../shared/upstream/charts (hooks, waits, a second run that must
 not upgrade), every manifest and rendered template applied by kubernetes.core, Knative's release
-files (tests/data/knative-release), every wait, and the teardown of a cluster that stays.
+files (tests/data/knative-release, checked against the release in
+tests/unit/test_sim_cluster_playbooks.py), every wait, and the teardown of a cluster that stays.
 The controllers that cannot run are stood in for (income_bundle_dev.standins: the conditions,
 addresses and Services the real ones write, with their sources), and the API server calls no
 admission webhook (their servers are pods that never run).
@@ -19,11 +20,9 @@ downloading Knative's release files: they are copied from tests/data/knative-rel
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,27 +30,13 @@ from pathlib import Path
 import pytest
 
 from income_bundle_dev import simcluster
-from tests.support.paths import ROOT
+from tests.support.ansible_files import ANSIBLE, BIN
+from tests.support.paths import KNATIVE_RELEASE, UPSTREAM
 
-ANSIBLE = ROOT / "ansible"
-UPSTREAM = ROOT.parent / "shared" / "upstream"
-KNATIVE_RELEASE = ROOT / "tests" / "data" / "knative-release"
-BIN = Path(sys.executable).parent
 PLAYBOOK_TIMEOUT_S = 1800
 # Waits are satisfied within seconds here; a wait that is never satisfied fails in minutes, not
 # in the roles' default ten.
 WAIT_S = 180
-
-# tests/data/knative-release/README.md: the release assets, byte for byte.
-KNATIVE_RELEASE_SHA256 = {
-    "serving-crds.yaml": "bb6d837db047aef64dfb437f66365f95aa55b32db3f8e74343e59dc1f7e9ce8e",
-    "serving-core.yaml": "636e36155fecb51a60bf869c0d8fa3ef6c2966b1fa9ded8464a48e8a5a880669",
-    "kourier.yaml": "2d6893e449e54f2dea4a9faaa75bf881ba91162d3f23651ab41b2db81f6d8a40",
-    "eventing-crds.yaml": "5b1162c756c659f4d023e7581bcd4d88d692567428b4cb2597abcdf5b0f364fc",
-    "eventing-core.yaml": "06e808e0479fd51b15c983cb9bcd6f6bfc7eeaa8969de1c75c3f7169e8f980b3",
-    "in-memory-channel.yaml": "eaf52a73fa1161892bba4ac6ea8a0bcd7f2291885abb152cee98db0492300bc8",
-    "mt-channel-broker.yaml": "b4941f11ee8d43ab214940aa5f775c17c3c5a978f7f62f932556240076fca813",
-}
 
 # Tasks the first runs skip ("role : task", as Ansible names them), each for a reason: the
 # switches of _existing_cluster_vars, or a branch the default settings do not take. Any other
@@ -395,14 +380,6 @@ def _assert_second_run_changes_nothing(run: PlaybookRun) -> None:
         f"{run.playbook}, second run: changed={run.stats.get('changed')} in {run.tasks('changed')}"
     )
     assert run.stats.get("ok", 0) > 0  # the recap was read, not an empty document
-
-
-def test_knative_release_files_are_the_release_assets():
-    hashes = {
-        path.name: hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(KNATIVE_RELEASE.glob("*.yaml"))
-    }
-    assert hashes == KNATIVE_RELEASE_SHA256
 
 
 def test_seldon_all_runs_end_to_end(sim):

@@ -1,58 +1,16 @@
 """The stand-in controllers on the simulated cluster: the roles' waits are satisfied by exactly
 the conditions the real controllers set, and a wait for a condition the real controller never
-sets in that configuration fails."""
+sets in that configuration fails. That a stand-in sets every condition a role waits for is
+checked from the files alone in tests/unit/test_sim_cluster_standins.py."""
 
 from __future__ import annotations
 
 import pytest
 import yaml
 
-from income_bundle_dev.standins import STAND_INS, StandInControllers
-from tests.support.paths import ROOT
-
-UPSTREAM = ROOT.parent / "shared" / "upstream"
-ROLES = ROOT / "ansible" / "roles"
-# Conditions that real parts of the simulated cluster set (no stand-in needed).
-SET_BY_THE_SIMULATED_CLUSTER = {
-    ("Node", "Ready"): "kwok's node stages",
-    ("CustomResourceDefinition", "Established"): "kube-apiserver",
-    ("Deployment", "Available"): "kube-controller-manager, with kwok's pod stages",
-}
-
-
-def _role_waits() -> list[tuple[str, str, str]]:
-    """(role, kind, condition type) for every kubernetes.core.k8s_info wait in the roles."""
-    waits = []
-
-    def visit(role: str, tasks) -> None:
-        for task in tasks or []:
-            for nested in ("block", "rescue", "always"):
-                visit(role, task.get(nested))
-            info = task.get("kubernetes.core.k8s_info")
-            if not info or "wait_condition" not in info:
-                continue
-            kinds = [item["kind"] for item in task.get("loop", []) if isinstance(item, dict)]
-            if not kinds or "{{" not in str(info.get("kind")):
-                kinds = [info["kind"]]
-            waits.extend((role, kind, info["wait_condition"]["type"]) for kind in kinds)
-
-    for path in sorted(ROLES.glob("*/tasks/*.yaml")):
-        visit(path.parts[-3], yaml.safe_load(path.read_text()))
-    return waits
-
-
-def test_every_condition_a_role_waits_for_is_one_something_here_sets():
-    waits = _role_waits()
-    assert waits, "no waits found in the roles: the parser no longer matches them"
-    by_kind = {stand_in.kind: stand_in for stand_in in STAND_INS}
-    unknown = []
-    for role, kind, condition in waits:
-        if (kind, condition) in SET_BY_THE_SIMULATED_CLUSTER:
-            continue
-        stand_in = by_kind.get(kind)
-        if stand_in is None or condition not in stand_in.conditions({"spec": {}}):
-            unknown.append(f"{role}: {kind} {condition}")
-    assert not unknown, f"waits nothing sets: {unknown}"
+from income_bundle_dev.standins import StandInControllers
+from tests.support.ansible_files import role_waits as _role_waits
+from tests.support.paths import ROOT, UPSTREAM
 
 
 @pytest.fixture(scope="module")

@@ -235,14 +235,6 @@ def test_typos_in_knative_and_strimzi_objects_are_caught(rendered, crd_source):
     assert "spec.kafka.listeners.0.tls: 'no' is not of type 'boolean'" in problems
 
 
-def test_ci_builds_the_helm_the_tests_look_for():
-    ci = (ROOT / ".ci" / "run").read_text()
-    assert f"HELM_VERSION={HELM_VERSION}\n" in ci
-    assert 'go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"' in ci
-    assert '"${XDG_CACHE_HOME:-$HOME/.cache}/income-bundle/helm-$HELM_VERSION/bin"' in ci
-    assert str(helm_cache_dir()).endswith(f"income-bundle/helm-{HELM_VERSION}")
-
-
 def test_helm_refuses_a_node_older_than_a_charts_kube_version(installs, charts, helm):
     # cert-manager v1.16.2's Chart.yaml says kubeVersion ">= 1.22.0-0": helm enforces it at the
     # version the other tests render for (the kind node's), so passing them means it holds.

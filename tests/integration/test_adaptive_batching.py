@@ -3,32 +3,24 @@
 It raises throughput at concurrency 8 (see the benchmark), but MLServer merges requests into
 one: a malformed request fails every request batched with it, and the outlier detector's
 outputs ([1, n], alibi-detect's layout) are split wrongly. If a new MLServer fixes either,
-these tests fail and the decision is worth revisiting.
+these tests fail and the decision is worth revisiting. That no shipped model batches adaptively is
+tests/unit/test_adaptive_batching.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 
 import aiohttp
 import numpy as np
 import orjson
 import pytest
 
-from income_bundle.paths import ARTIFACT_FOLDERS, artifact_dir, project_root
+from income_bundle.paths import artifact_dir
 from income_bundle_dev.benchmarks.gateway import _request
 
 # Long enough that concurrent requests surely meet in one batch.
 BATCHING = {"max_batch_size": 8, "max_batch_time": 0.2}
-
-
-def test_shipped_models_do_not_batch_adaptively():
-    folders = [project_root() / group for group in ("models", "detectors")]
-    settings = [json.loads(p.read_text()) for f in folders for p in f.glob("*/model-settings.json")]
-    assert len(settings) == len(ARTIFACT_FOLDERS)
-    for model in settings:
-        assert model.get("max_batch_size", 1) <= 1, model["name"]
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
-"""The alert rules: promtool checks them, its unit tests cover every alert both ways, and the
-cluster's PrometheusRule carries exactly the same rules."""
+"""The alert rules: promtool checks them and runs their unit tests, and the cluster's
+PrometheusRule carries exactly the same rules. That every alert is complete and its unit tests
+cover it both ways is read from the files in tests/unit/test_alert_rules.py."""
 
 from __future__ import annotations
 
@@ -10,15 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.cluster.test_ansible import ROOT, documents
-
-RULES_DIR = ROOT / "monitoring" / "prometheus"
-RULES = RULES_DIR / "income-rules.yaml"
-RULE_TESTS = RULES_DIR / "income-rules.test.yaml"
-ALERTS = {
-    "IncomeFeatureDrift", "IncomeOutlierRateHigh", "IncomeTargetDrift", "IncomeAccuracyDrop",
-    "IncomeHighLatencyP99", "IncomeErrorRateHigh", "IncomeModelDown", "IncomeMLServerDown",
-}  # fmt: skip
+from tests.support.alert_rules import ALERTS, RULE_TESTS, RULES, RULES_DIR, alert_rules
+from tests.support.manifests import documents
+from tests.support.paths import ROOT
 
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
@@ -27,27 +22,10 @@ needs_promtool = pytest.mark.skipif(
 )
 
 
-def alert_rules(path: Path = RULES) -> dict[str, dict]:
-    groups = yaml.safe_load(path.read_text())["groups"]
-    return {rule["alert"]: rule for group in groups for rule in group["rules"] if "alert" in rule}
-
-
 def promtool(*args: str, cwd: Path = RULES_DIR) -> subprocess.CompletedProcess:
     return subprocess.run(
         [PROMTOOL, *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
     )
-
-
-def test_every_alert_has_severity_summary_and_runbook():
-    rules = alert_rules()
-    assert set(rules) == ALERTS
-    for name, rule in rules.items():
-        assert rule["labels"]["severity"] in ("warning", "critical"), name
-        annotations = rule["annotations"]
-        assert annotations["summary"] and annotations["runbook"] and annotations["description"]
-        # The summary names what is affected: a model, feature, pipeline or target.
-        assert "$labels." in annotations["summary"], name
-    assert "$labels.feature" in rules["IncomeFeatureDrift"]["annotations"]["summary"]
 
 
 @needs_promtool
@@ -55,21 +33,6 @@ def test_promtool_accepts_the_rules():
     result = promtool("check", "rules", RULES.name)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(ALERTS)} rules found" in result.stdout
-
-
-def test_unit_tests_cover_every_alert_firing_and_not_firing():
-    tests = yaml.safe_load(RULE_TESTS.read_text())["tests"]
-    fired: set[str] = set()
-    quiet: set[str] = set()
-    for test in tests:
-        for case in test["alert_rule_test"]:
-            (fired if case["exp_alerts"] else quiet).add(case["alertname"])
-    assert fired == ALERTS
-    assert quiet == ALERTS - {"IncomeOutlierRateHigh", "IncomeHighLatencyP99"}
-    # Those two are checked not firing within their firing tests: another series stays quiet.
-    others = {t["name"]: t for t in tests}
-    assert any("2% does not" in name for name in others)
-    assert any("a fast pipeline does not" in name for name in others)
 
 
 @needs_promtool

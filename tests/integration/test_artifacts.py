@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
 import pytest
 
-from income_bundle import artifacts, integrity
+from income_bundle import artifacts
 from income_bundle.data import CATEGORY_MAP, data_fingerprint, load_adult
 from income_bundle.errors import ArtifactError
 from income_bundle.paths import ARTIFACT_FOLDERS, artifact_dir
+from income_bundle.runtime.artifact import (
+    ALLOW_VERSION_MISMATCH_ENV,
+    file_sha256,
+    installed_version,
+    verify_artifact,
+    versions_compatible,
+)
 from income_bundle.scenarios import make_splits
 from income_bundle.training import category_pooling, train, train_classifier
 
@@ -23,9 +31,10 @@ def test_metadata_records_files_versions_data_parameters_metrics(training_report
     assert metadata["name"] == name
     assert metadata["data_sha256"] == data_fingerprint()
     assert metadata["training"] and metadata["metrics"]
-    assert metadata["libraries"]["scikit-learn"] == integrity.installed_version("scikit-learn")
-    assert metadata["libraries"]["alibi-detect"] == integrity.installed_version("alibi-detect")
-    assert {"income_runtimes.py", "income_integrity.py"} <= set(metadata["files"])
+    assert metadata["libraries"]["scikit-learn"] == installed_version("scikit-learn")
+    assert metadata["libraries"]["alibi-detect"] == installed_version("alibi-detect")
+    copies = {f"{artifacts.RUNTIME_PACKAGE}/{module}" for module in artifacts.RUNTIME_MODULES}
+    assert copies <= set(metadata["files"])
     on_disk = {
         p.relative_to(folder).as_posix()
         for p in folder.rglob("*")
@@ -35,20 +44,20 @@ def test_metadata_records_files_versions_data_parameters_metrics(training_report
     }
     assert set(metadata["files"]) == on_disk
     for relative, digest in metadata["files"].items():
-        assert integrity.file_sha256(folder / relative) == digest
+        assert file_sha256(folder / relative) == digest
 
 
 @pytest.mark.parametrize("name", list(ARTIFACT_FOLDERS))
 def test_settings_name_is_the_model_name(name):
     settings = json.loads((artifact_dir(name) / "model-settings.json").read_text())
     assert settings["name"] == name
-    assert settings["implementation"].startswith("income_runtimes.")
+    assert settings["implementation"].startswith(f"{artifacts.RUNTIME_PACKAGE}.runtime.models.")
     assert len(settings["inputs"]) == 1
 
 
 def test_explainer_explains_the_served_classifier(training_report):
-    served = integrity.file_sha256(artifact_dir("income") / "model.joblib")
-    assert integrity.file_sha256(artifact_dir("income-explainer") / "classifier.joblib") == served
+    served = file_sha256(artifact_dir("income") / "model.joblib")
+    assert file_sha256(artifact_dir("income-explainer") / "classifier.joblib") == served
 
 
 def test_quality_bars_are_met_and_recorded(training_report):
@@ -116,8 +125,8 @@ def test_tampered_file_is_refused_naming_the_file(copied_artifact):
     folder = copied_artifact("income")
     with (folder / "model.joblib").open("ab") as f:
         f.write(b"\0")
-    with pytest.raises(integrity.ArtifactIntegrityError) as error:
-        integrity.verify_artifact(folder, "income")
+    with pytest.raises(ArtifactError) as error:
+        verify_artifact(folder, "income")
     message = str(error.value)
     assert "model income" in message and "model.joblib" in message and "tampered" in message
 
@@ -125,15 +134,15 @@ def test_tampered_file_is_refused_naming_the_file(copied_artifact):
 def test_missing_file_is_refused(copied_artifact):
     folder = copied_artifact("income-drift")
     shutil.rmtree(folder / "detector")
-    with pytest.raises(integrity.ArtifactIntegrityError, match=r"detector/.* is missing"):
-        integrity.verify_artifact(folder, "income-drift")
+    with pytest.raises(ArtifactError, match=r"detector/.* is missing"):
+        verify_artifact(folder, "income-drift")
 
 
 def test_missing_metadata_is_refused(copied_artifact):
     folder = copied_artifact("income-outlier")
     (folder / "metadata.json").unlink()
-    with pytest.raises(integrity.ArtifactIntegrityError, match=r"metadata\.json is missing"):
-        integrity.verify_artifact(folder, "income-outlier")
+    with pytest.raises(ArtifactError, match=r"metadata\.json is missing"):
+        verify_artifact(folder, "income-outlier")
 
 
 def test_other_library_version_is_refused(copied_artifact, monkeypatch):
@@ -141,11 +150,11 @@ def test_other_library_version_is_refused(copied_artifact, monkeypatch):
     metadata = json.loads((folder / "metadata.json").read_text())
     metadata["libraries"]["scikit-learn"] = "1.4.0"
     (folder / "metadata.json").write_text(json.dumps(metadata))
-    with pytest.raises(integrity.ArtifactIntegrityError) as error:
-        integrity.verify_artifact(folder, "income")
+    with pytest.raises(ArtifactError) as error:
+        verify_artifact(folder, "income")
     assert "scikit-learn" in str(error.value) and "built with 1.4.0" in str(error.value)
-    monkeypatch.setenv(integrity.ALLOW_VERSION_MISMATCH_ENV, "1")
-    assert integrity.verify_artifact(folder, "income")["name"] == "income"
+    monkeypatch.setenv(ALLOW_VERSION_MISMATCH_ENV, "1")
+    assert verify_artifact(folder, "income")["name"] == "income"
 
 
 @pytest.mark.parametrize(
@@ -161,7 +170,7 @@ def test_other_library_version_is_refused(copied_artifact, monkeypatch):
     ],
 )
 def test_version_levels(built, running, level, compatible):
-    assert integrity.versions_compatible(built, running, level) is compatible
+    assert versions_compatible(built, running, level) is compatible
 
 
 def test_mlserver_refuses_to_serve_a_tampered_artifact(copied_artifact):
@@ -182,15 +191,14 @@ def test_changed_runtime_module_repackages_without_retraining(training_report, t
     source = artifact_dir("income-drift")
     folder = artifact_dir("income-drift", tmp_path)
     shutil.copytree(source, folder)
-    trained = integrity.file_sha256(folder / "detector" / "x_ref.npy")
-    (folder / "income_runtimes.py").write_text("# an older runtime\n")
-    with pytest.raises(ArtifactError, match=r"income_runtimes\.py"):
+    trained = file_sha256(folder / "detector" / "x_ref.npy")
+    runtime = f"{artifacts.RUNTIME_PACKAGE}/runtime/models.py"
+    (folder / runtime).write_text("# an older runtime\n")
+    with pytest.raises(ArtifactError, match=re.escape(runtime)):
         artifacts.verify("income-drift", tmp_path)
 
     assert artifacts.refresh_runtime_modules("income-drift", tmp_path) is True
-    assert (folder / "income_runtimes.py").read_bytes() == (
-        source / "income_runtimes.py"
-    ).read_bytes()
+    assert (folder / runtime).read_bytes() == (source / runtime).read_bytes()
     artifacts.verify("income-drift", tmp_path)
-    assert integrity.file_sha256(folder / "detector" / "x_ref.npy") == trained
+    assert file_sha256(folder / "detector" / "x_ref.npy") == trained
     assert artifacts.refresh_runtime_modules("income-drift", tmp_path) is False

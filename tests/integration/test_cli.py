@@ -87,6 +87,7 @@ def test_serve_settings_come_from_flags_then_environment_then_defaults(monkeypat
 
     from income_bundle.cli import build_parser
     from income_bundle.seldon.local import ServeSettings
+    from income_bundle.settings_cli import settings_of
 
     monkeypatch.setenv("INCOME_SERVE_GRPC_PORT", "9101")
     monkeypatch.setenv("INCOME_SERVE_HTTP_PORT", "9100")
@@ -94,7 +95,8 @@ def test_serve_settings_come_from_flags_then_environment_then_defaults(monkeypat
         ["serve", "--http-port", "9200", "--step-timeout-s", "2.5", "--no-state",
          "--bundle-dir", str(tmp_path)]
     )  # fmt: skip
-    settings = ServeSettings(_cli_settings_source=args.settings_source(parsed_args=args))
+    settings = settings_of(args)
+    assert isinstance(settings, ServeSettings)
     assert settings.http_port == 9200  # the flag wins over INCOME_SERVE_HTTP_PORT
     assert settings.grpc_port == 9101  # the environment over the default
     assert settings.step_timeout_s == 2.5 and settings.bundle_dir == tmp_path
@@ -104,3 +106,31 @@ def test_serve_settings_come_from_flags_then_environment_then_defaults(monkeypat
         ServeSettings(http_port=70000)
     with pytest.raises(ValidationError, match="step_timout_s"):
         ServeSettings(step_timout_s=1)  # a typo fails loudly
+
+
+def test_monitor_settings_come_from_flags_then_environment_then_defaults(monkeypatch, tmp_path):
+    from pydantic import ValidationError
+
+    from income_bundle.monitoring.service import MonitorSettings
+    from income_bundle.settings_cli import parse_settings
+
+    monkeypatch.setenv("INCOME_MONITOR_STORE", str(tmp_path / "from-environment.sqlite"))
+    monkeypatch.setenv("INCOME_MONITOR_PORT", "9110")
+    monkeypatch.setenv("INCOME_MONITOR_GROUP", "group-from-environment")
+    settings = parse_settings(
+        MonitorSettings,
+        ["--store", str(tmp_path / "from-flag.sqlite"), "--port", "9210",
+         "--kafka-bootstrap", "127.0.0.1:9092"],
+        prog="income-monitor",
+    )  # fmt: skip
+    # The flag wins over INCOME_MONITOR_STORE, the environment over the default.
+    assert settings.store == tmp_path / "from-flag.sqlite"
+    assert settings.port == 9210 and settings.kafka_bootstrap == "127.0.0.1:9092"
+    assert settings.group == "group-from-environment"
+    assert settings.host == "127.0.0.1" and settings.pipeline == "income-production"
+    assert settings.namespace == "seldon-mesh"
+    assert settings.classifier.parts[-2:] == ("models", "income")
+    with pytest.raises(ValidationError, match="port"):
+        MonitorSettings(store=tmp_path / "s.sqlite", port=70000)
+    with pytest.raises(ValidationError, match="kafka_bootstrp"):
+        MonitorSettings(store=tmp_path / "s.sqlite", kafka_bootstrp="x:9092")  # a typo fails loudly

@@ -602,7 +602,7 @@ def _fast_case(**changes) -> dict:
 )
 def test_fast_path_accepts_only_what_the_full_check_accepts(training_report, body, accepted):
     from income_bundle.paths import artifact_dir
-    from income_bundle.seldon.contracts import ModelContract
+    from income_bundle.runtime.contract import ModelContract
     from income_bundle.seldon.protocol import InferRequest
 
     contract = ModelContract.from_folder("income", artifact_dir("income"))

@@ -1,6 +1,7 @@
 """Seldon's first sample, iris, before the income pipeline: trained by `make artifacts` on sklearn's
 bundled data, verified like the income artifacts, and served by the local gateway as seldon-mesh
-would serve it (header `seldon-model: iris`)."""
+would serve it (header `seldon-model: iris`). Its one name everywhere, read from the files, is
+tests/unit/test_iris.py."""
 
 from __future__ import annotations
 
@@ -8,14 +9,12 @@ import json
 
 import numpy as np
 import pytest
-import yaml
 
 from income_bundle import artifacts
 from income_bundle.client import V2Error
-from income_bundle.paths import artifact_dir, scenario_dir
+from income_bundle.paths import scenario_dir
 from income_bundle.training import IRIS_REQUEST
 from tests.support.clients import routed
-from tests.support.paths import ROOT
 
 # sklearn's load_iris: target 0, 1, 2 = setosa, versicolor, virginica.
 CLASSES = ["setosa", "versicolor", "virginica"]
@@ -32,14 +31,6 @@ def test_iris_artifact_verifies_and_is_measured(training_report):
     assert metadata["metrics"]["heldout_rows"] == 45
     assert metadata["classes"] == CLASSES
     assert len(metadata["input_features"]["names"]) == 4
-
-
-def test_iris_has_one_name_everywhere():
-    manifest = yaml.safe_load((ROOT / "seldon-examples" / "models" / "iris.yaml").read_text())
-    settings = json.loads((artifact_dir("iris") / "model-settings.json").read_text())
-    assert manifest["metadata"]["name"] == settings["name"] == "iris"
-    assert manifest["spec"]["storageUri"] == "/mnt/income-bundle/models/iris"
-    assert manifest["spec"]["requirements"] == ["sklearn"]  # what Seldon's MLServer Server offers
 
 
 @pytest.mark.parametrize("protocol", ["rest", "grpc"])

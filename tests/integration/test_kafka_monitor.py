@@ -22,7 +22,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.grpc import service_pb2 as dataplane_pb2
 
-from income_bundle.monitoring.kafka_source import PipelineTaps, translate
+from income_bundle.monitoring.records import PipelineTaps
+from income_bundle.monitoring.sources.kafka import translate
 from income_bundle.monitoring.store import DriftBatch, RequestRecord, SqliteStore, StoreWrite
 from income_bundle.v2.seldon_kafka import SeldonMessage, TopicNamer, pipeline_key
 from income_bundle_dev.kafka_broker import KafkaBroker, missing_tools
@@ -368,7 +369,7 @@ class FailingStore:
 @pytest.mark.slow
 def test_offsets_are_committed_only_after_the_store_commits(kafka, tmp_path):
     """A write that fails leaves its messages uncommitted: the next consumer reads them again."""
-    from income_bundle.monitoring.kafka_source import KafkaSource
+    from income_bundle.monitoring.sources.kafka import KafkaSource
 
     messages, expected, batches = traffic(60, seed=2)
     namespace = "commit-order"

@@ -277,7 +277,7 @@ def test_the_kserve_image_has_the_cloudevents_sdk_the_runtime_imports():
     """The runtime runs in the KServe path's MLServer image, which must install the SDK at the
     version requirements.txt pins (the version these tests ran against)."""
     root = Path(income_bundle.__file__).resolve().parents[2]
-    source = (root / "src" / "income_bundle" / "kserve" / "runtime.py").read_text()
+    source = (root / "src" / "income_bundle" / "runtime" / "cloudevents.py").read_text()
     assert "\nfrom cloudevents.core" in source
     pins = yaml.safe_load(
         (root / "ansible" / "roles" / "kserve_stack" / "defaults" / "main.yaml").read_text()
@@ -333,8 +333,10 @@ def test_the_detector_modules_use_only_what_the_images_python_has():
         pytest.skip(
             f"no Python {IMAGE_PYTHON} here (PATH or pyenv) to check the image's modules with"
         )
+    from income_bundle.artifacts import DETECTOR_MODULES, RUNTIME_MODULES
+
     package = Path(income_bundle.__file__).parent
-    modules = [package / "kserve" / "runtime.py", package / "runtimes.py", package / "integrity.py"]
+    modules = [package / module for module in RUNTIME_MODULES + DETECTOR_MODULES]
     result = subprocess.run(
         [python, "-c", _STDLIB_NAMES_CHECK, *map(str, modules)], capture_output=True, text=True
     )
@@ -455,14 +457,15 @@ def test_the_detectors_keep_serving_v2_after_all_that(detectors, scenario):
 
 
 def test_the_cloudevents_runtime_is_part_of_each_detector_artifact(training_report):
-    from income_bundle.artifacts import read_metadata
-    from income_bundle.integrity import file_sha256
+    from income_bundle.artifacts import RUNTIME_PACKAGE, read_metadata
     from income_bundle.paths import artifact_dir
+    from income_bundle.runtime.artifact import file_sha256
 
-    source = Path(income_bundle.__file__).parent / "kserve" / "runtime.py"
+    source = Path(income_bundle.__file__).parent / "runtime" / "cloudevents.py"
+    packaged = f"{RUNTIME_PACKAGE}/runtime/cloudevents.py"
     for name in ("income-drift", "income-outlier"):
         folder = artifact_dir(name)
-        copy = folder / "income_cloudevents.py"
+        copy = folder / packaged
         assert copy.read_bytes() == source.read_bytes()
-        assert read_metadata(folder)["files"]["income_cloudevents.py"] == file_sha256(copy)
-    assert not (artifact_dir("income") / "income_cloudevents.py").exists()
+        assert read_metadata(folder)["files"][packaged] == file_sha256(copy)
+    assert not (artifact_dir("income") / packaged).exists()

@@ -19,8 +19,8 @@ import pytest
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
-from income_bundle.monitoring.kafka_source import translate
 from income_bundle.monitoring.service import ClassifierInfo, Monitor, build_app
+from income_bundle.monitoring.sources.kafka import translate
 from income_bundle.monitoring.store import DriftBatch, SqliteStore, StoreWrite
 from tests.integration.test_kafka_monitor import NAMER, PIPELINE, TAPS, as_message, traffic
 

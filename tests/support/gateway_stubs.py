@@ -12,9 +12,10 @@ from typing import Any
 
 import orjson
 
+from income_bundle.errors import ServingError
+from income_bundle.runtime.contract import ModelContract
 from income_bundle.seldon.bundle import load_bundle
-from income_bundle.seldon.engine import ServingError
-from income_bundle.seldon.gateway import Gateway, ModelContract
+from income_bundle.seldon.gateway import Gateway
 from income_bundle.v2.tensors import Tensor, from_json
 from tests.support.paths import ROOT
 

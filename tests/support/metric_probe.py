@@ -51,46 +51,42 @@ def registry_series(registry: CollectorRegistry) -> dict[str, frozenset[str]]:
     return {name: frozenset(labels) for name, labels in series.items()}
 
 
-def _packaged_modules() -> dict[str, str]:
-    """The module names model-settings.json use (packaging copies ours under these names)."""
-    from income_bundle.artifacts import DETECTOR_MODULES, RUNTIME_MODULES
+def _source_module(module: str) -> str:
+    """The module of this checkout that a model-settings.json's module is a copy of (packaging
+    copies ours into the model folders as the package RUNTIME_PACKAGE); else `module` itself."""
+    from income_bundle.artifacts import RUNTIME_PACKAGE
 
-    return {
-        Path(packaged).stem: "income_bundle." + source.removesuffix(".py").replace("/", ".")
-        for source, packaged in {**RUNTIME_MODULES, **DETECTOR_MODULES}.items()
-    }
+    package, _, inner = module.partition(".")
+    return f"income_bundle.{inner}" if package == RUNTIME_PACKAGE else module
 
 
 def _without_artifact(self: Any) -> None:
     """Stands in for `_verify` (the sha256 and library check of trained files, absent here)."""
     self._metadata = {}
-    self._width = int(self._settings.inputs[0].shape[1])
-    self._feature_names = None
-    self._category_sizes = {}
+    self._table = self._declared_table(self._metadata)
 
 
 def runtime_series(settings_file: Path) -> dict[str, frozenset[str]]:
     """The metrics the runtime a model-settings.json names creates when it loads.
 
-    Ours create them in `load()` of the income_bundle.runtimes classes (`_metric`, in
+    Ours create them in `load()` of the income_bundle.runtime.models classes (`_metric`, in
     prometheus_client's global registry, swapped for a fresh one here) before the stock runtime
     opens the artifact, which is not built here and so fails afterwards. The KServe runtimes
     subclass those, adding routes and no metrics (tests/cluster/test_metric_worlds.py checks): for them
     it is that class's `load()` that runs, on an instance of the KServe class."""
     from mlserver.settings import ModelSettings
 
-    from income_bundle import runtimes
+    from income_bundle.runtime import models
 
     settings = json.loads(settings_file.read_text())
     module, _, name = settings["implementation"].rpartition(".")
-    module = _packaged_modules().get(module, module)  # else a stock runtime, by its own name
-    implementation = getattr(importlib.import_module(module), name)
-    ours = [c for c in implementation.__mro__ if c.__module__ == runtimes.__name__]
+    implementation = getattr(importlib.import_module(_source_module(module)), name)
+    ours = [c for c in implementation.__mro__ if c.__module__ == models.__name__]
     if not ours:
         return {}  # a stock runtime: none of its own
     probe = type(f"Probe{name}", (implementation,), {"_verify": _without_artifact})
     registry = CollectorRegistry()
-    with mock.patch.object(runtimes, "REGISTRY", registry):
+    with mock.patch.object(models, "REGISTRY", registry):
         source = {"implementation": implementation, "_source": str(settings_file)}
         model = probe(ModelSettings.model_validate({**settings, **source}))
         # The artifact itself fails to open: not needed, the metrics exist by then.

@@ -70,18 +70,23 @@ def call(url: str, body: bytes | None = None, headers: dict | None = None) -> tu
 
 def events(pipeline: str) -> list[tuple[str, dict, dict]]:
     """One CloudEvent of each type the monitor accepts, for one request of one row."""
-    from income_bundle.monitoring import kserve_source
+    from income_bundle.monitoring.sources.kserve import (
+        DRIFT_EVENT_TYPE,
+        OUTLIER_EVENT_TYPE,
+        REQUEST_EVENT_TYPE,
+        RESPONSE_EVENT_TYPE,
+    )
 
     row = [39.0, 7.0, 1.0, 4.0, 1.0, 1.0, 4.0, 1.0, 2174.0, 0.0, 40.0, 9.0]
     data = {
-        kserve_source.REQUEST_EVENT_TYPE: {
+        REQUEST_EVENT_TYPE: {
             "inputs": [{"name": "predict", "shape": [1, 12], "datatype": "FP32", "data": row}]
         },
-        kserve_source.RESPONSE_EVENT_TYPE: {
+        RESPONSE_EVENT_TYPE: {
             "outputs": [{"name": "predict", "shape": [1, 1], "datatype": "INT64", "data": [0]}]
         },
-        kserve_source.DRIFT_EVENT_TYPE: {"requestid": "r-1", "is_drift": 1, "p_val": [0.01]},
-        kserve_source.OUTLIER_EVENT_TYPE: {
+        DRIFT_EVENT_TYPE: {"requestid": "r-1", "is_drift": 1, "p_val": [0.01]},
+        OUTLIER_EVENT_TYPE: {
             "requestid": "r-1",
             "is_outlier": [1],
             "instance_score": [3.5],
@@ -152,7 +157,7 @@ def main() -> None:
     )
 
     # The Seldon source's client library loads and fails only for want of a broker.
-    from income_bundle.monitoring.kafka_source import KafkaSource
+    from income_bundle.monitoring.sources.kafka import KafkaSource
     from income_bundle.monitoring.store import SqliteStore
 
     async def consume() -> str:

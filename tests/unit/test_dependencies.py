@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from income_bundle import server
-from income_bundle.integrity import installed_version
+from income_bundle.runtime.artifact import installed_version
 from tests.support.paths import ROOT
 
 
@@ -51,7 +51,7 @@ def test_known_good_versions_are_locked_and_installed(name, version):
 def test_runtime_module_selects_keras_2_before_tensorflow_loads():
     code = (
         "import os; os.environ.pop('TF_USE_LEGACY_KERAS', None);"
-        "import income_bundle.runtimes, tensorflow as tf;"
+        "import income_bundle.runtime.models, tensorflow as tf;"
         "print(os.environ['TF_USE_LEGACY_KERAS'], tf.keras.layers.Dense.__module__)"
     )
     env = {"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -68,7 +68,7 @@ def test_preflight_refuses_uvloop_that_crashes_mlserver(monkeypatch):
     def fake(name: str):
         return "0.23.0" if name == "uvloop" else real(name)
 
-    monkeypatch.setattr("income_bundle.integrity.installed_version", fake)
+    monkeypatch.setattr("income_bundle.runtime.artifact.installed_version", fake)
     with pytest.raises(server.MLServerError) as error:
         server.preflight()
     assert "uvloop 0.23.0" in str(error.value) and "uvloop==0.21.0" in str(error.value)

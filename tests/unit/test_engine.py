@@ -11,8 +11,9 @@ from collections import defaultdict
 
 import pytest
 
+from income_bundle.errors import ServingError
 from income_bundle.seldon.bundle import Pipeline, Step
-from income_bundle.seldon.engine import PipelineEngine, ServingError
+from income_bundle.seldon.engine import PipelineEngine
 from income_bundle.v2.tensors import Tensor
 
 

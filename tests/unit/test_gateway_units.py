@@ -9,10 +9,10 @@ import json
 import numpy as np
 import pytest
 
-from income_bundle.seldon.engine import ServingError
-from income_bundle.seldon.request_id import MAX_REQUEST_ID_LENGTH, check_request_id
+from income_bundle.errors import ServingError
 from income_bundle.seldon.rest import RestFront, parse_json
-from income_bundle.v2.tensors import TensorError, flatten, range_problem
+from income_bundle.v2.checks import MAX_REQUEST_ID_LENGTH, check_request_id, range_problem
+from income_bundle.v2.tensors import flatten
 from tests.support.gateway_stubs import StubForwarder, asgi_call, stub_gateway
 from tests.support.v2_bodies import ROW, tensor
 
@@ -64,7 +64,7 @@ def test_flatten_is_row_major_and_bounded_by_the_rank():
     deep: list = [1]
     for _ in range(5000):  # far beyond Python's recursion limit
         deep = [deep]
-    with pytest.raises(TensorError, match="t: data nests lists deeper than its shape's 2"):
+    with pytest.raises(ServingError, match="t: data nests lists deeper than its shape's 2"):
         flatten(deep, 2, "t")
 
 

@@ -1,5 +1,5 @@
 """The monitor's KServe source: the logger's and the detectors' CloudEvents, as KServe v0.20.0 and
-income_bundle.kserve.runtime send them, posted to the monitor on a real uvicorn."""
+income_bundle.runtime.cloudevents send them, posted to the monitor on a real uvicorn."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from cloudevents.v1.conversion import to_binary
 from cloudevents.v1.http import CloudEvent
 
 import income_bundle
-from income_bundle.monitoring import kserve_source
 from income_bundle.monitoring.service import Monitor
+from income_bundle.monitoring.sources import kserve
 from income_bundle.monitoring.store import SqliteStore
 from tests.integration.test_kserve_events import logger_event, structured_event
 from tests.integration.test_monitor_service import INFO, Served
@@ -27,7 +27,7 @@ SERVICE = "income"
 def test_event_types_are_the_detectors_and_kserves():
     # Read from the runtime's source: importing it loads MLServer's protobufs, which clash with
     # tritonclient's in one process.
-    source = Path(income_bundle.__file__).parent / "kserve" / "runtime.py"
+    source = Path(income_bundle.__file__).parent / "runtime" / "cloudevents.py"
     constants = {
         node.targets[0].id: node.value.value
         for node in ast.parse(source.read_text()).body
@@ -41,7 +41,7 @@ def test_event_types_are_the_detectors_and_kserves():
         "DRIFT_EVENT_TYPE",
         "OUTLIER_EVENT_TYPE",
     ):
-        assert getattr(kserve_source, name) == constants[name]
+        assert getattr(kserve, name) == constants[name]
 
 
 def detector_event(ce_type: str, request_id: str, source: str, data: dict):
@@ -105,11 +105,8 @@ def test_logger_and_detector_events_become_records_feedback_and_labelling(served
             ],
         }
         make = structured_event if i % 2 else logger_event
-        assert post(served, make(kserve_source.REQUEST_EVENT_TYPE, request_id, body))[0] == 202
-        assert (
-            post(served, logger_event(kserve_source.RESPONSE_EVENT_TYPE, request_id, answer))[0]
-            == 202
-        )
+        assert post(served, make(kserve.REQUEST_EVENT_TYPE, request_id, body))[0] == 202
+        assert post(served, logger_event(kserve.RESPONSE_EVENT_TYPE, request_id, answer))[0] == 202
         requests[request_id] = (rows.tolist(), predicted)
     flags = [0, 1, 0, 0, 1]
     outlier = {
@@ -121,16 +118,14 @@ def test_logger_and_detector_events_become_records_feedback_and_labelling(served
     assert (
         post(
             served,
-            detector_event(kserve_source.OUTLIER_EVENT_TYPE, "ce-2", "income-outlier", outlier),
+            detector_event(kserve.OUTLIER_EVENT_TYPE, "ce-2", "income-outlier", outlier),
         )[0]
         == 202
     )
     # The drift detector tested 20 rows when ce-5 completed them: ce-2..ce-5.
     drift = {"is_drift": 1, "p_val": [0.001] + [0.5] * 11, "threshold": 0.05, "batch_rows": 20}
     assert (
-        post(served, detector_event(kserve_source.DRIFT_EVENT_TYPE, "ce-5", "income-drift", drift))[
-            0
-        ]
+        post(served, detector_event(kserve.DRIFT_EVENT_TYPE, "ce-5", "income-drift", drift))[0]
         == 202
     )
 
@@ -157,7 +152,7 @@ def test_logger_and_detector_events_become_records_feedback_and_labelling(served
         (({"Content-Type": "application/cloudevents-batch+json"}, b"[]"), 415, b"batch"),
         (logger_event("com.example.other", "x", {}), 400, b"is not one of"),
         (
-            logger_event(kserve_source.REQUEST_EVENT_TYPE, "x", {}, inferenceservicename=""),
+            logger_event(kserve.REQUEST_EVENT_TYPE, "x", {}, inferenceservicename=""),
             400,
             b"inferenceservicename",
         ),
@@ -165,7 +160,7 @@ def test_logger_and_detector_events_become_records_feedback_and_labelling(served
             (
                 {
                     "ce-specversion": "1.0",
-                    "ce-type": kserve_source.REQUEST_EVENT_TYPE,
+                    "ce-type": kserve.REQUEST_EVENT_TYPE,
                     "ce-source": "s",
                     "Content-Type": "application/json",
                 },
@@ -176,7 +171,7 @@ def test_logger_and_detector_events_become_records_feedback_and_labelling(served
         ),
         (
             logger_event(
-                kserve_source.REQUEST_EVENT_TYPE,
+                kserve.REQUEST_EVENT_TYPE,
                 "x",
                 {"inputs": [{"name": "predict", "shape": [2, 12], "data": [1]}]},
             ),
@@ -184,7 +179,7 @@ def test_logger_and_detector_events_become_records_feedback_and_labelling(served
             b"malformed",
         ),
         (
-            detector_event(kserve_source.OUTLIER_EVENT_TYPE, "", "income-outlier", {}),
+            detector_event(kserve.OUTLIER_EVENT_TYPE, "", "income-outlier", {}),
             400,
             b"requestid",
         ),

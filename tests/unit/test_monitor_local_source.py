@@ -8,9 +8,9 @@ import threading
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from income_bundle.monitoring.kafka_source import PipelineTaps
 from income_bundle.monitoring.labelling import LabellingSchema, labelling_rows
-from income_bundle.monitoring.local_source import SOURCE, GatewaySource
+from income_bundle.monitoring.records import PipelineTaps
+from income_bundle.monitoring.sources.local import SOURCE, GatewaySource
 from income_bundle.monitoring.store import SqliteStore
 from income_bundle.seldon.engine import StepResult
 from income_bundle.v2.tensors import Tensor

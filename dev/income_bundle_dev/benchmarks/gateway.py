@@ -28,8 +28,13 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 import orjson
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from income_bundle.settings_cli import CommandSettings, parse_settings
 
 __all__ = [
+    "GatewayBenchmarkSettings",
     "Level",
     "main",
     "measure",
@@ -502,34 +507,27 @@ def _level_lines(levels: list[dict]) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    import argparse
+class GatewayBenchmarkSettings(CommandSettings):
+    """Pipeline and gateway latency/throughput vs direct MLServer calls."""
 
-    parser = argparse.ArgumentParser(
-        description="Pipeline and gateway latency/throughput vs direct MLServer calls."
+    model_config = SettingsConfigDict(env_prefix="INCOME_BENCHMARK_GATEWAY_")
+
+    levels: list[int] = Field([1, 2, 4, 8, 16], description="concurrency levels (e.g. 1,2,4)")
+    parallel_workers: int = Field(2, ge=0, description="MLServer inference workers")
+    adaptive_batching: bool = Field(
+        True, description="compare with MLServer's adaptive batching (--no-adaptive-batching: skip)"
     )
-    parser.add_argument(
-        "--levels", default="1,2,4,8,16", help="concurrency levels (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--parallel-workers",
-        type=int,
-        default=2,
-        help="MLServer inference workers (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--no-adaptive-batching",
-        action="store_true",
-        help="skip the comparison with MLServer's adaptive batching",
-    )
-    parser.add_argument("--json", type=Path, help="also write the results here")
-    args = parser.parse_args(argv)
+    json_file: Path | None = Field(None, description="also write the results as JSON here")
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = parse_settings(GatewayBenchmarkSettings, argv, prog="scripts/benchmark_gateway.py")
     results = measure(
-        [int(v) for v in args.levels.split(",")],
-        args.parallel_workers,
-        adaptive_batching=not args.no_adaptive_batching,
+        settings.levels,
+        settings.parallel_workers,
+        adaptive_batching=settings.adaptive_batching,
     )
     print(format_results(results))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    if settings.json_file:
+        settings.json_file.write_text(json.dumps(results, indent=2) + "\n")
     return 0

@@ -15,7 +15,6 @@ measured, as the maintained alternative.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import socket
@@ -30,10 +29,13 @@ from pathlib import Path
 import aiohttp
 import uvicorn
 import uvloop
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
 from income_bundle.seldon import upstream
+from income_bundle.settings_cli import CommandSettings, parse_settings
 
-__all__ = ["main", "measure"]
+__all__ = ["ClientBenchmarkSettings", "main", "measure"]
 
 PATH = "/v2/models/income/infer"
 # Twenty rows of the twelve income features, as the scenarios send them, and MLServer's answer.
@@ -172,12 +174,18 @@ def _report(timings: dict[str, list[list[int]]]) -> str:
     return "\n".join(lines)
 
 
+class ClientBenchmarkSettings(CommandSettings):
+    """Per-call cost of the gateway's MLServer client, paired against other clients."""
+
+    model_config = SettingsConfigDict(env_prefix="INCOME_BENCHMARK_CLIENT_")
+
+    calls: int = Field(3000, ge=1, description="calls per client")
+    block: int = Field(50, ge=1, description="calls per client per turn")
+    baseline_rev: str | None = Field(None, description="git revision of upstream.py to measure too")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--calls", type=int, default=3000, help="calls per client")
-    parser.add_argument("--block", type=int, default=50, help="calls per client per turn")
-    parser.add_argument("--baseline-rev", help="git revision of upstream.py to measure too")
-    args = parser.parse_args(argv)
+    settings = parse_settings(ClientBenchmarkSettings, argv, prog="scripts/benchmark_upstream.py")
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(1024)  # listening before the server starts: the first connect just waits
@@ -190,7 +198,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             os._exit(0)
     try:
         timings = uvloop.run(
-            measure(f"http://127.0.0.1:{port}", args.calls, args.block, args.baseline_rev)
+            measure(
+                f"http://127.0.0.1:{port}", settings.calls, settings.block, settings.baseline_rev
+            )
         )
     finally:
         os.kill(pid, 15)

@@ -13,13 +13,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
 from income_bundle.client import V2Client
 from income_bundle.paths import ARTIFACT_FOLDERS, artifact_dir
 from income_bundle.scenarios import load_scenario
 from income_bundle.server import MLServer
+from income_bundle.settings_cli import CommandSettings, parse_settings
 
-__all__ = ["main", "measure"]
+__all__ = ["ServingBenchmarkSettings", "main", "measure"]
 
 STOCK_NAME = "income-stock-runtime"
 
@@ -100,15 +103,19 @@ def format_results(results: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    import argparse
+class ServingBenchmarkSettings(CommandSettings):
+    """Cold start and per-model latency of the income models on real MLServer, REST and gRPC."""
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=200, help="requests per model and protocol")
-    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
-    args = parser.parse_args(argv)
-    results = measure(requests=args.requests)
+    model_config = SettingsConfigDict(env_prefix="INCOME_BENCHMARK_SERVING_")
+
+    requests: int = Field(200, ge=1, description="requests per model and protocol")
+    json_file: Path | None = Field(None, description="also write the results as JSON here")
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = parse_settings(ServingBenchmarkSettings, argv, prog="scripts/measure_serving.py")
+    results = measure(requests=settings.requests)
     print(format_results(results))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    if settings.json_file:
+        settings.json_file.write_text(json.dumps(results, indent=2) + "\n")
     return 0

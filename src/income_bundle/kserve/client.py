@@ -2,23 +2,27 @@
 
 `python -m income_bundle.kserve infer --url http://127.0.0.1:8080 --host <isvc host>`: the ingress
 (Kourier, port-forwarded) routes by the Host header, which is the InferenceService's URL host.
-Standard library only, so it runs anywhere the checkout is.
+It sends the scenario requests `make artifacts` writes (data/scenarios/<scenario>.json).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
 from income_bundle.paths import scenario_dir
 from income_bundle.scenarios import SCENARIOS
+from income_bundle.settings_cli import CommandSettings, add_command, command_parser, settings_of
 
-__all__ = ["InferError", "infer", "main"]
+__all__ = ["InferError", "InferSettings", "infer", "main"]
 
 MODEL = "income"
 
@@ -55,22 +59,26 @@ def _predictions(response: dict) -> list[int]:
     raise InferError(f"the response has no 'predict' output: {json.dumps(response)[:300]}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m income_bundle.kserve", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    command = commands.add_parser("infer", help="send scenarios to the income InferenceService")
-    command.add_argument("--url", default="http://127.0.0.1:8080", help="the ingress")
-    command.add_argument("--host", required=True, help="the InferenceService's host")
-    command.add_argument("--scenario", choices=SCENARIOS, action="append",
-                         help="scenario to send (repeatable; default: all three)")  # fmt: skip
-    command.add_argument("--data-dir", type=Path, default=None, help="scenario folder")
-    args = parser.parse_args(argv)
+class InferSettings(CommandSettings):
+    """Options of `python -m income_bundle.kserve infer`."""
+
+    model_config = SettingsConfigDict(env_prefix="INCOME_KSERVE_INFER_")
+
+    host: str = Field(description="the InferenceService's host")
+    url: str = Field("http://127.0.0.1:8080", description="the ingress")
+    scenario: list[Literal[SCENARIOS]] | None = Field(  # type: ignore[valid-type]
+        None, description="scenario to send (repeatable; null: all three)"
+    )
+    data_dir: Path | None = Field(None, description="scenario folder (null: the checkout's)")
+
+
+def _send_scenarios(settings: InferSettings) -> int:
     print(f"{'scenario':<15}{'rows':>5}{'>50K':>6}")
-    for name in args.scenario or SCENARIOS:
-        path = (args.data_dir or scenario_dir()) / f"{name}.json"
+    for name in settings.scenario or SCENARIOS:
+        path = (settings.data_dir or scenario_dir()) / f"{name}.json"
         try:
             request = json.loads(path.read_text())
-            predictions = _predictions(infer(args.url, args.host, request))
+            predictions = _predictions(infer(settings.url, settings.host, request))
         except FileNotFoundError:
             print(f"error: {path} is missing: run 'make artifacts'", file=sys.stderr)
             return 1
@@ -79,3 +87,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         print(f"{name:<15}{len(predictions):>5}{sum(predictions):>6}")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = command_parser("python -m income_bundle.kserve", __doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_command(
+        commands,
+        "infer",
+        InferSettings,
+        _send_scenarios,
+        help="send scenarios to the income InferenceService",
+    )
+    args = parser.parse_args(argv)
+    return args.run(settings_of(args))

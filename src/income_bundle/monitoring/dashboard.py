@@ -23,7 +23,6 @@ tests/cluster/test_metric_worlds.py checks it against what each world's componen
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import sys
@@ -31,11 +30,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field, model_validator
+from pydantic_settings import SettingsConfigDict
+
 from income_bundle.paths import project_root
+from income_bundle.settings_cli import CommandSettings, parse_settings
 
 __all__ = [
     "DASHBOARD_FILE",
     "DASHBOARD_UID",
+    "DashboardSettings",
     "build_dashboard",
     "dashboard_json",
     "dashboard_queries",
@@ -629,24 +633,33 @@ def dashboard_queries(
     return queries
 
 
+class DashboardSettings(CommandSettings):
+    """Print the Grafana dashboard, or with --write regenerate its committed file, or with
+    --check fail when that file is out of date."""
+
+    model_config = SettingsConfigDict(env_prefix="INCOME_DASHBOARD_")
+
+    write: bool = Field(False, description=f"regenerate {DASHBOARD_FILE}")
+    check: bool = Field(False, description=f"exit 1 if {DASHBOARD_FILE} is out of date")
+
+    @model_validator(mode="after")
+    def _one_action(self) -> DashboardSettings:
+        if self.write and self.check:
+            raise ValueError("give --write or --check, not both")
+        return self
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m income_bundle.monitoring.dashboard",
-        description=f"Print, write or check the Grafana dashboard ({DASHBOARD_FILE}).",
+    settings = parse_settings(
+        DashboardSettings, argv, prog="python -m income_bundle.monitoring.dashboard"
     )
-    action = parser.add_mutually_exclusive_group()
-    action.add_argument("--write", action="store_true", help=f"regenerate {DASHBOARD_FILE}")
-    action.add_argument(
-        "--check", action="store_true", help=f"exit 1 if {DASHBOARD_FILE} is out of date"
-    )
-    args = parser.parse_args(argv)
     path = project_root() / DASHBOARD_FILE
     text = dashboard_json()
-    if args.write:
+    if settings.write:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
         print(f"wrote {path} ({len(_panels(build_dashboard()))} panels)")
-    elif args.check:
+    elif settings.check:
         if not path.is_file() or path.read_text() != text:
             print(
                 f"{path} is out of date: run 'python -m income_bundle.monitoring.dashboard "

@@ -15,21 +15,14 @@ from dataclasses import dataclass
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-__all__ = ["FeedbackError", "FeedbackMetrics", "FeedbackTracker", "WindowStats", "parse_labels"]
+from income_bundle.errors import ServingError
+
+__all__ = ["FeedbackMetrics", "FeedbackTracker", "WindowStats", "parse_labels"]
 
 DEFAULT_WINDOW_ROWS = 500
 # Below this many labelled rows the window says too little to test (chi-squared needs a few
 # expected rows per class).
 MIN_TEST_ROWS = 50
-
-
-class FeedbackError(Exception):
-    """A feedback call the caller got wrong: HTTP status + message."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -41,9 +34,9 @@ class WindowStats:
 
 
 def parse_labels(where: str, truth: object, class_names: Sequence[str]) -> list[int]:
-    """Class indices from a list of indices or class names; FeedbackError(400) otherwise."""
+    """Class indices from a list of indices or class names; a 400 ServingError otherwise."""
     if not isinstance(truth, list) or not truth:
-        raise FeedbackError(
+        raise ServingError(
             400, f"{where}: 'truth' must be a non-empty list with one label per row of the request"
         )
     labels = []
@@ -56,7 +49,7 @@ def parse_labels(where: str, truth: object, class_names: Sequence[str]) -> list[
             labels.append(class_names.index(label))
         else:
             choices = ", ".join([*map(str, range(len(class_names))), *class_names])
-            raise FeedbackError(
+            raise ServingError(
                 400, f"{where}: truth[{position}] is {label!r}; expected one of {choices}"
             )
     return labels

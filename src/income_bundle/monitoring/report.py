@@ -3,8 +3,9 @@
 For a window of traffic (the gateway's JSONL traffic log, or a scenario .npz) it runs the served
 drift detector (`detectors/income-drift`, verified like the runtime verifies it) once over every
 row of the window, with the same rare-category pooling `IncomeDriftRuntime` applies, and shows per
-feature the reference and current distributions (bar charts over the detector's categories,
-histograms for numbers), the test statistic and p-value, the threshold and the verdict.
+feature the reference and current distributions (bars per category as the traffic holds them,
+with the groups the detector pools and tests as one category marked; histograms for numbers),
+the test statistic and p-value, the threshold and the verdict.
 
 The served pipeline tests batches of 20 rows; one test over the whole window has more power, so a
 window can drift here while no single batch did. The p-values are exactly what the detector's
@@ -15,12 +16,6 @@ Traffic log format, one line per pipeline request:
 """
 
 from __future__ import annotations
-
-import os
-
-# The detector artifact loads through alibi-detect, which imports TensorFlow: Keras 2, as served.
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import base64
 import html
@@ -34,17 +29,23 @@ from typing import Any
 
 import numpy as np
 
-from income_bundle import integrity
+from income_bundle import quiet
 from income_bundle.data import FEATURE_NAMES
-from income_bundle.errors import ArtifactError, BundleError
-from income_bundle.paths import artifact_dir
+from income_bundle.errors import ArtifactError, BundleError, ServingError
+from income_bundle.paths import artifact_dir, project_root
+from income_bundle.runtime.artifact import METADATA_FILE, verify_artifact
+from income_bundle.v2.checks import TableCheck
+from income_bundle.v2.tensors import Tensor
 
 __all__ = [
     "DRIFT_MODEL",
+    "CategoryGroup",
     "DriftReference",
     "DriftResult",
     "FeatureDrift",
     "TrafficWindow",
+    "category_groups",
+    "format_p_value",
     "load_reference",
     "measure_drift",
     "parse_time",
@@ -58,6 +59,9 @@ WIDTH = 12
 HISTOGRAM_BINS = 30
 REFERENCE_COLOR = "#4c72b0"
 CURRENT_COLOR = "#dd8452"
+POOLED_SHADE = "#ececec"
+# The smallest p-value printed as a number: a chi-squared or K-S tail below it underflows to 0.
+SMALLEST_P_VALUE = 1e-300
 
 
 class ReportError(BundleError):
@@ -163,10 +167,10 @@ def _check_rows(
             size = f"{len(row)} values" if isinstance(row, list) else f"a {type(row).__name__}"
             names = f" ({', '.join(feature_names)})" if feature_names else ""
             raise ReportError(f"{where}: row {index} has {size}; expected {WIDTH} values{names}")
-    tensor = integrity.Tensor("rows", "FP64", [len(rows), WIDTH], rows)
+    tensor = Tensor("rows", "FP64", [len(rows), WIDTH], rows)
     try:
-        return integrity.check_request(DRIFT_MODEL, [tensor], WIDTH, feature_names, categories)
-    except integrity.BadRequestError as e:
+        return TableCheck(DRIFT_MODEL, WIDTH, feature_names, categories or {}).check([tensor])
+    except ServingError as e:
         raise ReportError(f"{where}: {e}") from e
 
 
@@ -290,12 +294,11 @@ def load_reference(folder: Path | str | None = None) -> DriftReference:
     """The drift detector artifact, verified (file hashes, library versions), then loaded."""
     folder = Path(folder) if folder is not None else artifact_dir(DRIFT_MODEL)
     try:
-        metadata = integrity.verify_artifact(folder, DRIFT_MODEL)
+        metadata = verify_artifact(folder, DRIFT_MODEL)
         settings = json.loads((folder / "model-settings.json").read_text())
-    except integrity.ArtifactIntegrityError as e:
-        raise ArtifactError(str(e)) from e
     except (OSError, json.JSONDecodeError) as e:
         raise ArtifactError(f"model {DRIFT_MODEL}: {folder}/model-settings.json: {e}") from e
+    quiet.import_tensorflow()  # alibi-detect imports it; Keras 2, as served
     from alibi_detect.saving import load_detector
 
     detector = load_detector(str(folder / settings["parameters"]["uri"]))
@@ -330,70 +333,181 @@ def measure_drift(reference: DriftReference, rows: np.ndarray) -> DriftResult:
     return DriftResult(features, threshold, bool(prediction["is_drift"]), len(rows))
 
 
-def _categories(reference: DriftReference, column: int) -> list[tuple[int, str, list[str]]]:
-    """(tested code, its name, names of the rare categories pooled into it) per category."""
+def format_p_value(p_value: float, digits: int = 3) -> str:
+    """A p-value as text; one below the float range's reach (it underflows to 0) as `< 1e-300`."""
+    if p_value < SMALLEST_P_VALUE:
+        return f"< {SMALLEST_P_VALUE:g}"
+    return f"{p_value:.{digits}g}"
+
+
+def _p_equals(p_value: float) -> str:
+    text = format_p_value(p_value)
+    return f"p {text}" if text.startswith("<") else f"p = {text}"
+
+
+def _shown_path(path: Path) -> str:
+    """A path as the report shows it: relative to the checkout, else only its name (the report
+    does not publish the layout of the machine that made it)."""
+    try:
+        return str(Path(path).resolve().relative_to(project_root()))
+    except ValueError:
+        return Path(path).name
+
+
+@dataclass(frozen=True)
+class CategoryGroup:
+    """Raw categories the detector tests as one category (a single member: tested alone), and
+    what the reference and the window hold of them."""
+
+    members: list[str]  # category names, the one the detector tests them as first
+    reference: float  # the group's share of the reference (the artifact keeps only that)
+    current: dict[str, float]  # each member's share of the window's rows, as received
+    counts: dict[str, int]  # each member's rows in the window
+
+    @property
+    def pooled(self) -> bool:
+        return len(self.members) > 1
+
+
+def category_groups(
+    reference: DriftReference, column: int, rows: np.ndarray
+) -> list[CategoryGroup]:
+    """Per category the detector tests, its raw categories with their shares: what the chart
+    draws. `rows` are the window's rows as received (not pooled)."""
     names = reference.category_map[column]
     table = reference.pooling.get(column, np.arange(len(names)))
-    tested = sorted({int(code) for code in table})
-    return [
-        (code, names[code], [names[c] for c in range(len(names)) if table[c] == code and c != code])
-        for code in tested
-    ]
+    raw = np.asarray(rows)[:, column].astype(np.int64)
+    pooled_ref = reference.x_ref[:, column]
+    groups = []
+    for tested in sorted({int(code) for code in table}):
+        members = [tested, *(c for c in range(len(names)) if table[c] == tested and c != tested)]
+        counts = {names[c]: int(np.sum(raw == c)) for c in members}
+        groups.append(
+            CategoryGroup(
+                members=[names[c] for c in members],
+                reference=float(np.mean(pooled_ref == tested)),
+                current={name: count / len(raw) for name, count in counts.items()},
+                counts=counts,
+            )
+        )
+    return groups
 
 
-def _label(name: str, pooled: list[str]) -> str:
-    return f"{name} +{len(pooled)}" if pooled else name
+def _percent(share: float) -> str:
+    return f"{share:.0%}" if share == 0 or share >= 0.01 else "<1%"
 
 
 def _pooling_note(reference: DriftReference, column: int, rows: np.ndarray) -> str:
-    """What the pooled bars stand for, and the window's rows in each pooled group by category."""
-    names = reference.category_map[column]
-    codes, counts = np.unique(rows[:, column].astype(np.int64), return_counts=True)
-    seen = dict(zip(codes.tolist(), counts.tolist(), strict=True))
+    """The pooled groups, what the reference and the window hold of each, by raw category."""
     notes = []
-    for code, name, pooled in _categories(reference, column):
-        if not pooled:
+    for group in category_groups(reference, column, rows):
+        if not group.pooled:
             continue
-        members = [c for c in range(len(names)) if int(reference.pooling[column][c]) == code]
-        current = ", ".join(f"{names[c]} {seen[c]}" for c in members if seen.get(c))
+        held = ", ".join(f"{name} {n:,}" for name, n in group.counts.items() if n) or "none"
         notes.append(
-            f"'{html.escape(_label(name, pooled))}' = {html.escape(', '.join([name, *pooled]))}"
-            f" (in this window: {html.escape(current or 'none')})"
+            f"{html.escape(', '.join(group.members))}: reference {_percent(group.reference)} "
+            f"(kept pooled, so one bar), this window {_percent(sum(group.current.values()))} "
+            f"({html.escape(held)})"
         )
     if not notes:
         return ""
     settings = reference.metadata.get("training", {}).get("drift", {})
-    rare = ""
+    rare = "rare categories"
     if settings.get("min_expected_count") and settings.get("batch_size"):
-        rare = f", categories rarer than {settings['min_expected_count'] / settings['batch_size']:.0%} of the reference"
-    return f". Tested together, as the detector pools them{rare}: {'; '.join(notes)}"
+        share = settings["min_expected_count"] / settings["batch_size"]
+        rare = f"categories rarer than {share:.0%} of the reference"
+    return f". Shaded: {rare}, tested together as one category: {'; '.join(notes)}"
 
 
-def _chart(reference: DriftReference, feature: FeatureDrift, current: np.ndarray) -> str:
-    """One PNG of reference vs current for the feature, base64-encoded."""
+def _categorical_chart(axes, groups: list[CategoryGroup]) -> list:
+    """Bars per raw category; pooled groups shaded, their reference share as one hatched bar
+    across the group, and a bracket saying what the test compared. Returns legend handles."""
+    from matplotlib import patches, transforms
+
+    order = [name for group in groups for name in group.members]
+    row = {name: index for index, name in enumerate(order)}
+    edge = transforms.blended_transform_factory(axes.transAxes, axes.transData)
+    widest = max(max(g.reference, *g.current.values()) for g in groups)
+    current_y = {}  # where each category's current bar is drawn
+    for group in groups:
+        if not group.pooled:
+            (name,) = group.members
+            axes.barh(row[name] - 0.2, group.reference, 0.4, color=REFERENCE_COLOR)
+            axes.barh(row[name] + 0.2, group.current[name], 0.4, color=CURRENT_COLOR)
+            current_y[name] = row[name] + 0.2
+            continue
+        top, bottom = row[group.members[0]], row[group.members[-1]]
+        axes.axhspan(top - 0.5, bottom + 0.5, color=POOLED_SHADE, zorder=0, linewidth=0)
+        axes.barh(
+            (top + bottom) / 2, group.reference, bottom - top + 0.8, color=REFERENCE_COLOR,
+            alpha=0.3, hatch="//", edgecolor=REFERENCE_COLOR, linewidth=0, zorder=1,
+        )  # fmt: skip
+        for name in group.members:
+            axes.barh(row[name], group.current[name], 0.5, color=CURRENT_COLOR, zorder=2)
+            current_y[name] = row[name]
+        axes.plot(
+            [1.02, 1.035, 1.035, 1.02], [top - 0.35, top - 0.35, bottom + 0.35, bottom + 0.35],
+            color="#555", linewidth=1, transform=edge, clip_on=False,
+        )  # fmt: skip
+        axes.text(
+            1.05, (top + bottom) / 2,
+            f"tested as one\nreference {_percent(group.reference)}\n"
+            f"current {_percent(sum(group.current.values()))}",
+            transform=edge, va="center", ha="left", fontsize="small", color="#333",
+        )  # fmt: skip
+    for group in groups:
+        for name, share in group.current.items():
+            if share > 0:
+                axes.text(
+                    share + widest * 0.01, current_y[name], _percent(share),
+                    va="center", fontsize="x-small", color="#8a4a1c",
+                )  # fmt: skip
+    axes.set_yticks(range(len(order)), order)
+    axes.set_ylim(len(order) - 0.5, -0.5)  # first category on top
+    axes.set_xlim(0, min(1.0, widest * 1.15) or 1.0)
+    axes.set_xlabel("share of rows")
+    handles = [
+        patches.Patch(color=REFERENCE_COLOR, label="reference"),
+        patches.Patch(color=CURRENT_COLOR, label="current (this window)"),
+    ]
+    if any(group.pooled for group in groups):
+        handles += [
+            patches.Patch(
+                facecolor=REFERENCE_COLOR, alpha=0.3, hatch="//", edgecolor=REFERENCE_COLOR,
+                label="reference, pooled group",
+            ),
+            patches.Patch(color=POOLED_SHADE, label="tested as one category"),
+        ]  # fmt: skip
+    return handles
+
+
+def _chart(reference: DriftReference, feature: FeatureDrift, rows: np.ndarray) -> str:
+    """One PNG of reference vs current for the feature, base64-encoded; `rows` as received."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    ref = reference.x_ref[:, feature.column]
-    cur = current[:, feature.column]
-    figure, axes = plt.subplots(figsize=(6.4, 3.4), dpi=100)
+    column = feature.column
+    if feature.categorical:
+        categories = len(reference.category_map[column])
+        size = (6.4, 1.6 + 0.32 * categories)
+    else:
+        size = (6.4, 3.4)
+    # Constrained layout makes room for the title, the brackets and the legend below.
+    figure, axes = plt.subplots(figsize=size, dpi=100, layout="constrained")
     try:
+        marker = "DRIFT" if feature.drifted else "no drift"
+        axes.set_title(
+            f"{feature.name}: {_p_equals(feature.p_value)} ({marker})",
+            color="#b00020" if feature.drifted else "black",
+        )
         if feature.categorical:
-            categories = _categories(reference, feature.column)
-            labels = [_label(name, pooled) for _, name, pooled in categories]
-            positions = np.arange(len(categories))
-            shares = [
-                [float(np.mean(values == code)) for code, _, _ in categories]
-                for values in (ref, cur)
-            ]
-            axes.barh(positions - 0.2, shares[0], 0.4, label="reference", color=REFERENCE_COLOR)
-            axes.barh(positions + 0.2, shares[1], 0.4, label="current", color=CURRENT_COLOR)
-            axes.set_yticks(positions, labels)
-            axes.invert_yaxis()
-            axes.set_xlabel("share of rows")
+            handles = _categorical_chart(axes, category_groups(reference, column, rows))
+            figure.legend(handles=handles, loc="outside lower center", ncol=2, fontsize="small")
         else:
+            ref = reference.x_ref[:, column]
+            cur = rows[:, column]
             edges = np.histogram_bin_edges(np.concatenate([ref, cur]), bins=HISTOGRAM_BINS)
             for values, label, color in (
                 (ref, "reference", REFERENCE_COLOR),
@@ -414,13 +528,7 @@ def _chart(reference: DriftReference, feature: FeatureDrift, current: np.ndarray
                 axes.set_yscale("log")
             axes.set_xlabel(feature.name)
             axes.set_ylabel("share of rows")
-        marker = "DRIFT" if feature.drifted else "no drift"
-        axes.set_title(
-            f"{feature.name}: p = {feature.p_value:.3g} ({marker})",
-            color="#b00020" if feature.drifted else "black",
-        )
-        axes.legend(loc="best", fontsize="small")
-        figure.tight_layout()
+            axes.legend(loc="best", fontsize="small")
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png")
     finally:
@@ -429,24 +537,27 @@ def _chart(reference: DriftReference, feature: FeatureDrift, current: np.ndarray
 
 
 STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em; color: #222; }
+body { font-family: system-ui, sans-serif; margin: 2em auto; padding: 0 1em; max-width: 70em;
+       color: #222; }
 .verdict { padding: 0.8em 1.2em; border-radius: 6px; font-size: 1.2em; }
 .verdict.drift { background: #fde2e4; border: 1px solid #b00020; }
 .verdict.none { background: #e3f4e8; border: 1px solid #2e7d32; }
-table { border-collapse: collapse; margin: 1em 0; }
-th, td { border-bottom: 1px solid #ddd; padding: 0.3em 0.8em; text-align: left; }
-td.number { text-align: right; font-variant-numeric: tabular-nums; }
+table { border-collapse: collapse; margin: 1em 0; max-width: 100%; }
+th, td { border-bottom: 1px solid #ddd; padding: 0.3em 0.8em; text-align: left;
+         overflow-wrap: anywhere; }
+td.number { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 tr.drifted td { color: #b00020; font-weight: 600; }
-.charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(32em, 1fr)); gap: 1em; }
-figure { margin: 0; } figcaption { font-size: 0.85em; color: #555; }
-img { max-width: 100%; }
+.charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(32em, 100%), 1fr));
+          gap: 1em; }
+figure { margin: 0; min-width: 0; }
+figcaption { font-size: 0.85em; color: #555; overflow-wrap: anywhere; }
+img { max-width: 100%; height: auto; }
 """
 
 
 def render_html(reference: DriftReference, window: TrafficWindow, result: DriftResult) -> str:
     """The report as one HTML document, charts embedded (no file or network needed to view it)."""
     e = html.escape
-    current = reference.pool(window.rows)
     verdict_class = "drift" if result.is_drift else "none"
     verdict = (
         f"<strong>Drift</strong> in {e(', '.join(result.drifted))}"
@@ -455,16 +566,18 @@ def render_html(reference: DriftReference, window: TrafficWindow, result: DriftR
     )
     drift_settings = reference.metadata.get("training", {}).get("drift", {})
     if window.first is not None and window.last is not None:
-        span = f"{_iso(window.first)} to {_iso(window.last)}, {window.requests} requests"
+        plural = "" if window.requests == 1 else "s"
+        span = f"{_iso(window.first)} to {_iso(window.last)}, {window.requests} request{plural}"
     else:
         span = "scenario file (no timestamps)"
     summary = [
-        ("Traffic", str(window.source)),
+        ("Traffic", _shown_path(window.source)),
         ("Window", f"{window.description}: {span}"),
-        ("Rows tested", f"{result.rows} (one test over the whole window)"),
+        ("Rows tested", f"{result.rows:,} (one test over the whole window)"),
         (
             "Reference",
-            f"{len(reference.x_ref)} rows of {reference.folder} (created {reference.metadata.get('created', '?')})",
+            f"{len(reference.x_ref):,} rows of {_shown_path(reference.folder)} "
+            f"(created {reference.metadata.get('created', '?')})",
         ),
         (
             "Test",
@@ -476,18 +589,23 @@ def render_html(reference: DriftReference, window: TrafficWindow, result: DriftR
     ]
     rows = "\n".join(
         f'<tr class="{"drifted" if f.drifted else ""}"><td>{e(f.name)}</td><td>{f.test}</td>'
-        f'<td class="number">{f.statistic:.4g}</td><td class="number">{f.p_value:.4g}</td>'
+        f'<td class="number">{f.statistic:.4g}</td>'
+        f'<td class="number">{e(format_p_value(f.p_value, 4))}</td>'
         f"<td>{'drift' if f.drifted else 'no'}</td></tr>"
         for f in result.features
     )
     figures = []
     for feature in result.features:
-        caption = f"{e(feature.name)}: {feature.test} statistic {feature.statistic:.4g}, p-value {feature.p_value:.4g}"
+        caption = (
+            f"{e(feature.name)}: {feature.test} statistic {feature.statistic:.4g}, "
+            f"p-value {e(format_p_value(feature.p_value, 4))}"
+        )
         if feature.categorical:
             caption += _pooling_note(reference, feature.column, window.rows)
         figures.append(
-            f'<figure><img alt="{e(feature.name)}: reference vs current" '
-            f'src="data:image/png;base64,{_chart(reference, feature, current)}">'
+            f'<figure class="chart" data-feature="{e(feature.name)}">'
+            f'<img alt="{e(feature.name)}: reference vs current" '
+            f'src="data:image/png;base64,{_chart(reference, feature, window.rows)}">'
             f"<figcaption>{caption}</figcaption></figure>"
         )
     summary_rows = "\n".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in summary)
@@ -501,7 +619,7 @@ def render_html(reference: DriftReference, window: TrafficWindow, result: DriftR
 </head>
 <body>
 <h1>Income drift report</h1>
-<p class="verdict {verdict_class}">{verdict} (threshold {result.threshold:.4g}).</p>
+<p class="verdict {verdict_class}" id="verdict">{verdict} (threshold {result.threshold:.4g}).</p>
 <table>
 {summary_rows}
 </table>
@@ -535,7 +653,7 @@ def write_report(
     """Read the window, test it against the drift detector, write the HTML report."""
     folder = Path(detector) if detector is not None else artifact_dir(DRIFT_MODEL)
     try:  # the feature names and category codes check the traffic before the slow load
-        features = json.loads((folder / integrity.METADATA_FILE).read_text())["input_features"]
+        features = json.loads((folder / METADATA_FILE).read_text())["input_features"]
         names = list(features["names"])
         categories = {int(k): len(v) for k, v in features["category_map"].items()}
     except (OSError, KeyError, json.JSONDecodeError):

@@ -9,7 +9,6 @@ metric names are the ones the alert rules and the dashboard read
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import dataclasses
 import json
@@ -26,24 +25,24 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from income_bundle.errors import BundleError
-from income_bundle.monitoring.feedback import (
-    FeedbackError,
-    FeedbackMetrics,
-    FeedbackTracker,
-    parse_labels,
-)
+from income_bundle.errors import BundleError, ServingError
+from income_bundle.monitoring.feedback import FeedbackMetrics, FeedbackTracker, parse_labels
 from income_bundle.monitoring.labelling import REASONS, LabellingSchema, labelling_rows, write_rows
 from income_bundle.monitoring.store import RecordStore, SqliteStore
+from income_bundle.paths import project_root
+from income_bundle.settings_cli import CommandSettings, parse_settings
 
 __all__ = [
     "ClassifierInfo",
     "Monitor",
+    "MonitorSettings",
     "build_app",
     "classifier_info",
     "main",
@@ -140,9 +139,9 @@ class Monitor:
         info = self.pipelines.get(pipeline)
         if info is None:
             known = ", ".join(sorted(self.pipelines)) or "none"
-            raise FeedbackError(404, f"{where}: this monitor watches no such pipeline ({known})")
+            raise ServingError(404, f"{where}: this monitor watches no such pipeline ({known})")
         if not isinstance(request_id, str) or not request_id:
-            raise FeedbackError(
+            raise ServingError(
                 400, f"{where}: 'id' must be the request id (the x-request-id of the response)"
             )
         record = self.store.request(request_id)
@@ -150,18 +149,18 @@ class Monitor:
             self.settle(5.0)  # a request answered a moment ago may still be on its way
             record = self.store.request(request_id)
         if record is None or record.pipeline != pipeline:
-            raise FeedbackError(
+            raise ServingError(
                 404,
                 f"{where}: no request {request_id!r} in the monitor's store (unknown, or not "
                 "recorded yet: from Kafka the monitor reads a request a moment after its answer)",
             )
         if record.predicted is None:
-            raise FeedbackError(
+            raise ServingError(
                 400, f"{where}: request {request_id!r} has no classifier prediction to compare"
             )
         labels = parse_labels(where, truth, info.class_names)
         if len(labels) != len(record.predicted):
-            raise FeedbackError(
+            raise ServingError(
                 400,
                 f"{where}: 'truth' has {len(labels)} labels; request {request_id!r} had "
                 f"{len(record.predicted)} rows (one label per row)",
@@ -170,7 +169,7 @@ class Monitor:
             # Labelled before (or a moment ago by a concurrent call): the same labels are a no-op.
             stored = record.truth if record.truth is not None else self._truth(request_id)
             if stored != labels:
-                raise FeedbackError(
+                raise ServingError(
                     409,
                     f"{where}: request {request_id!r} already has different labels; "
                     "feedback is recorded once per request",
@@ -284,18 +283,19 @@ class _LabellingCollector:
         yield family
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+async def _answer_error(_: Request, error: ServingError) -> Response:
+    """Every refusal of the monitor's API, in one place, as the gateway answers its own."""
+    return JSONResponse({"error": error.message}, status_code=error.status)
 
 
 def build_app(monitor: Monitor) -> Starlette:
     """The monitor's HTTP API (see the README's monitoring section)."""
 
-    def pipeline_of(request: Request) -> str | JSONResponse:
+    def pipeline_of(request: Request) -> str:
         pipeline = request.path_params["pipeline"]
         if pipeline not in monitor.pipelines:
             known = ", ".join(sorted(monitor.pipelines)) or "none"
-            return _error(404, f"pipeline {pipeline!r}: not watched by this monitor ({known})")
+            raise ServingError(404, f"pipeline {pipeline!r}: not watched by this monitor ({known})")
         return pipeline
 
     async def feedback(request: Request) -> Response:
@@ -303,31 +303,30 @@ def build_app(monitor: Monitor) -> Starlette:
         try:
             body = await request.json()
         except ValueError as e:
-            return _error(400, f"pipeline {pipeline} feedback: the body is not JSON ({e})")
+            raise ServingError(
+                400, f"pipeline {pipeline} feedback: the body is not JSON ({e})"
+            ) from e
         if not isinstance(body, dict):
-            return _error(
+            raise ServingError(
                 400,
                 f"pipeline {pipeline} feedback: the body must be a JSON object "
                 '{"id": "<x-request-id>", "truth": [one label per row]}',
             )
-        try:
-            answer = await asyncio.to_thread(
-                monitor.feedback, pipeline, body.get("id"), body.get("truth")
-            )
-        except FeedbackError as e:
-            return _error(e.status, e.message)
+        answer = await asyncio.to_thread(
+            monitor.feedback, pipeline, body.get("id"), body.get("truth")
+        )
         return JSONResponse(answer)
 
     async def labelling(request: Request) -> Response:
         pipeline = pipeline_of(request)
-        if isinstance(pipeline, Response):
-            return pipeline
         fmt = request.query_params.get("format", "csv")
         if fmt not in MEDIA_TYPES:
-            return _error(400, f"labelling: format {fmt!r} is not one of {', '.join(MEDIA_TYPES)}")
+            raise ServingError(
+                400, f"labelling: format {fmt!r} is not one of {', '.join(MEDIA_TYPES)}"
+            )
         reasons = request.query_params.getlist("reason") or list(REASONS)
         if unknown := sorted(set(reasons) - set(REASONS)):
-            return _error(
+            raise ServingError(
                 400, f"labelling: reason {unknown[0]!r} is not one of {', '.join(REASONS)}"
             )
         columns, rows = await asyncio.to_thread(monitor.labelling, pipeline, reasons)
@@ -335,30 +334,25 @@ def build_app(monitor: Monitor) -> Starlette:
 
     async def traffic(request: Request) -> Response:
         pipeline = pipeline_of(request)
-        if isinstance(pipeline, Response):
-            return pipeline
         bounds: dict[str, float | None] = {}
         for name in ("since", "until"):
             text = request.query_params.get(name)
             try:
                 bounds[name] = float(text) if text is not None else None
-            except ValueError:
-                return _error(400, f"traffic: {name}={text!r} is not a Unix time in seconds")
+            except ValueError as e:
+                raise ServingError(
+                    400, f"traffic: {name}={text!r} is not a Unix time in seconds"
+                ) from e
         lines = await asyncio.to_thread(monitor.traffic, pipeline, **bounds)
         return Response(write_rows(lines, [], "jsonl"), media_type=MEDIA_TYPES["jsonl"])
 
     async def cloudevents(request: Request) -> Response:
         """KServe's logger and the detectors' results, through Knative Triggers."""
-        from income_bundle.monitoring.kserve_source import EventError, read_event, translate_event
+        from income_bundle.monitoring.sources.kserve import SOURCE, read_event, translate_event
 
-        body = await request.body()
-        try:
-            event = read_event(dict(request.headers), body)
-            change = translate_event(event)
-        except EventError as e:
-            return _error(e.status, str(e))
+        change = translate_event(read_event(dict(request.headers), await request.body()))
         await asyncio.to_thread(monitor.store.write, change)
-        monitor.messages.labels("kserve-cloudevents").inc()
+        monitor.messages.labels(SOURCE).inc()
         # Knative: 202 with no body is "delivered, no reply".
         return Response(status_code=202)
 
@@ -377,34 +371,44 @@ def build_app(monitor: Monitor) -> Starlette:
             Route("/cloudevents", cloudevents, methods=["POST"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/ready", ready, methods=["GET"]),
-        ]
+        ],
+        exception_handlers={ServingError: _answer_error},
     )
+
+
+class MonitorSettings(CommandSettings):
+    """Settings of the monitor process (`python -m income_bundle.monitoring.service`): its flags
+    (`--store`, ...), else `INCOME_MONITOR_<FIELD>` environment variables, else these defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="INCOME_MONITOR_")
+
+    store: Path = Field(description="SQLite file of the records")
+    host: str = Field("127.0.0.1", description="address of the HTTP API")
+    port: int = Field(9010, ge=0, le=65535, description="port of the HTTP API")
+    pipeline: str = Field("income-production", description="the pipeline watched")
+    classifier: Path = Field(
+        project_root() / "models" / "income",
+        description="model folder of the pipeline's classifier (class names, label mix, features)",
+    )
+    kafka_bootstrap: str | None = Field(
+        None, description="read Seldon's topics from this Kafka (host:port)"
+    )
+    namespace: str = Field("seldon-mesh", description="Seldon's namespace in the topic names")
+    group: str = Field("income-monitor", description="Kafka consumer group")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the monitor until SIGTERM: its HTTP API and, with --kafka-bootstrap, Seldon's topics."""
-    from income_bundle.monitoring.kafka_source import KafkaSource, PipelineTaps
-    from income_bundle.paths import project_root
+    from income_bundle.monitoring.records import PipelineTaps
+    from income_bundle.monitoring.sources.kafka import KafkaSource
 
-    parser = argparse.ArgumentParser(prog="income-monitor", description=main.__doc__)
-    parser.add_argument("--store", type=Path, required=True, help="SQLite file of the records")
-    parser.add_argument("--host", default="127.0.0.1", help="address of the HTTP API")
-    parser.add_argument("--port", type=int, default=9010, help="port of the HTTP API")
-    parser.add_argument("--pipeline", default="income-production", help="the pipeline watched")
-    parser.add_argument(
-        "--classifier",
-        type=Path,
-        default=project_root() / "models" / "income",
-        help="model folder of the pipeline's classifier (class names, label mix, features)",
+    settings = parse_settings(
+        MonitorSettings, argv, prog="income-monitor", description=main.__doc__
     )
-    parser.add_argument("--kafka-bootstrap", help="read Seldon's topics from this Kafka")
-    parser.add_argument("--namespace", default="seldon-mesh", help="Seldon's namespace in topics")
-    parser.add_argument("--group", default="income-monitor", help="Kafka consumer group")
-    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    store = SqliteStore(args.store)
-    monitor = Monitor(store, {args.pipeline: classifier_info(args.classifier)})
-    listening = socket.create_server((args.host, args.port))
+    store = SqliteStore(settings.store)
+    monitor = Monitor(store, {settings.pipeline: classifier_info(settings.classifier)})
+    listening = socket.create_server((settings.host, settings.port))
 
     async def serve() -> None:
         import uvicorn
@@ -417,13 +421,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         server = uvicorn.Server(config)
         server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         tasks = [asyncio.create_task(server.serve(sockets=[listening]))]
-        if args.kafka_bootstrap:
+        if settings.kafka_bootstrap:
             source = KafkaSource(
-                args.kafka_bootstrap,
+                settings.kafka_bootstrap,
                 store,
-                namespace=args.namespace,
-                taps=PipelineTaps(pipeline=args.pipeline),
-                group_id=args.group,
+                namespace=settings.namespace,
+                taps=PipelineTaps(pipeline=settings.pipeline),
+                group_id=settings.group,
                 registry=monitor.registry,
                 messages=monitor.messages,
             )

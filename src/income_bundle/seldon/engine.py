@@ -28,9 +28,9 @@ from typing import Protocol
 
 from income_bundle.errors import ServingError
 from income_bundle.seldon.bundle import Pipeline, Step, TensorRef
-from income_bundle.v2.tensors import Tensor, TensorError, concat_rows
+from income_bundle.v2.tensors import Tensor, concat_rows
 
-__all__ = ["ModelCall", "PipelineEngine", "PipelineObserver", "ServingError", "StepResult"]
+__all__ = ["ModelCall", "PipelineEngine", "PipelineObserver", "StepResult"]
 
 log = logging.getLogger(__name__)
 
@@ -333,7 +333,7 @@ class PipelineEngine:
             batch.held, batch.members, batch.rows = [], [], 0
         try:
             return [concat_rows(list(group)) for group in itertools.zip_longest(*held)], members
-        except (TensorError, TypeError) as e:
+        except (ServingError, TypeError) as e:
             raise ServingError(
                 400, f"pipeline {self.pipeline.name}, step {step.name}: cannot batch: {e}"
             ) from e

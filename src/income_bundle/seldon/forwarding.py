@@ -53,31 +53,31 @@ class MLServerForwarder:
         ]
 
     async def infer_bytes(self, model: str, body: bytes) -> bytes:
-        """POST a JSON request to the model and return MLServer's answer as it came; errors
-        become GatewayErrors in the protocol's shape."""
+        """POST a JSON request to the model and return MLServer's answer as it came; errors are
+        ServingErrors naming the model, with the upstream client's status."""
         try:
             response = await self._request("POST", f"/v2/models/{model}/infer", body)
         except TimeoutError:
             raise ServingError(
                 504, f"model {model} did not answer within {self.timeout_s:g} s"
             ) from None
-        except UpstreamProtocolError as e:
-            log.warning("model %s: MLServer at %s: %s", model, self.base_url, e)
-            raise ServingError(
-                502,
-                f"model {model}: MLServer at {self.base_url} answered with malformed HTTP; "
-                "the gateway log has the details",
-            ) from e
         except UpstreamError as e:
+            # The client's message has the connection's details: for the log, not the client.
             log.warning("model %s: MLServer at %s: %s", model, self.base_url, e)
-            raise ServingError(
-                503, f"model {model} is unavailable: MLServer at {self.base_url} is not reachable"
-            ) from e
+            raise ServingError(e.status, self._upstream_failed(model, e)) from e
         except RequestRefusedError as e:  # a model name that cannot be put in a request line
-            raise ServingError(400, f"model {model!r}: {e}") from e
+            raise ServingError(e.status, f"model {model!r}: {e.message}") from e
         if response.status != 200:
             raise ServingError(*translate_error(model, response.status, response.body))
         return response.body
+
+    def _upstream_failed(self, model: str, error: UpstreamError) -> str:
+        if isinstance(error, UpstreamProtocolError):
+            return (
+                f"model {model}: MLServer at {self.base_url} answered with malformed HTTP; "
+                "the gateway log has the details"
+            )
+        return f"model {model} is unavailable: MLServer at {self.base_url} is not reachable"
 
     async def _request(self, method: str, path: str, body: bytes = b"") -> UpstreamResponse:
         assert self._client is not None, "start() the forwarder first"
@@ -88,7 +88,7 @@ class MLServerForwarder:
         path = f"/v2/models/{model}/ready" if model else "/v2/health/ready"
         try:
             return (await self._request("GET", path)).status == 200
-        except (UpstreamError, TimeoutError, RequestRefusedError):
+        except (ServingError, TimeoutError):  # the upstream client's errors are ServingErrors
             return False
 
     async def metadata(self, model: str) -> tuple[int, Any]:
@@ -96,7 +96,7 @@ class MLServerForwarder:
             response = await self._request("GET", f"/v2/models/{model}")
             return response.status, orjson.loads(response.body)
         except RequestRefusedError as e:
-            raise ServingError(400, f"model {model!r}: {e}") from e
+            raise ServingError(e.status, f"model {model!r}: {e.message}") from e
         except (UpstreamError, TimeoutError, orjson.JSONDecodeError) as e:
             log.warning("model %s: metadata from MLServer at %s: %r", model, self.base_url, e)
             raise ServingError(

@@ -3,7 +3,7 @@
 REST and gRPC speak the Open Inference Protocol at `/v2/models/<any>/infer`; the `seldon-model`
 header (gRPC metadata) picks the target, as in seldon-mesh: `<model>` calls that model,
 `<pipeline>.pipeline` runs the pipeline. Requests are checked against the target's declared
-inputs (`contracts.py`) before any model sees them; every error has the protocol's
+inputs (income_bundle.runtime.contract) before any model sees them; every error has the protocol's
 `{"error": "..."}` shape.
 
 One transport-neutral operation per endpoint (`infer`, `metadata`, `ready`, `inspect`), which
@@ -19,26 +19,19 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from income_bundle.errors import ServingError
+from income_bundle.runtime.contract import ModelContract
 from income_bundle.seldon.bundle import Bundle, TensorRef
-from income_bundle.seldon.contracts import ModelContract
 from income_bundle.seldon.engine import PipelineEngine
 from income_bundle.seldon.forwarding import MLServerForwarder
 from income_bundle.seldon.metrics import GatewayMetrics
 from income_bundle.seldon.protocol import InferRequest, InferResult
-from income_bundle.seldon.request_id import new_request_id
+from income_bundle.v2.checks import new_request_id
 from income_bundle.v2.tensors import Tensor, to_json
 
 if TYPE_CHECKING:
     from income_bundle.seldon.engine import PipelineObserver
 
-__all__ = [
-    "INTERNAL_ERROR_MESSAGE",
-    "PIPELINE_SUFFIX",
-    "SELDON_MODEL_HEADER",
-    "Gateway",
-    "MLServerForwarder",
-    "ModelContract",
-]
+__all__ = ["INTERNAL_ERROR_MESSAGE", "PIPELINE_SUFFIX", "SELDON_MODEL_HEADER", "Gateway"]
 
 SELDON_MODEL_HEADER = "seldon-model"
 PIPELINE_SUFFIX = ".pipeline"

@@ -15,7 +15,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from income_bundle.errors import ServingError, grpc_status
 from income_bundle.seldon.gateway import INTERNAL_ERROR_MESSAGE, SELDON_MODEL_HEADER, Gateway
 from income_bundle.seldon.protocol import InferRequest
-from income_bundle.seldon.request_id import REQUEST_ID_HEADER, check_request_id
+from income_bundle.v2.checks import REQUEST_ID_HEADER, check_request_id
 from income_bundle.v2.tensors import from_grpc_request, to_grpc_response
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def _header(context: grpc.aio.ServicerContext, name: str = SELDON_MODEL_HEADER) 
 
 
 def _guarded(method):
-    """Every error answered with a status and a message: GatewayErrors with theirs, anything
+    """Every error answered with a status and a message: ServingErrors with theirs, anything
     else as INTERNAL with a plain message (its text stays in the log: it can carry internals)."""
 
     @functools.wraps(method)

@@ -19,17 +19,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from income_bundle.errors import BundleError
 
 if TYPE_CHECKING:
-    from income_bundle.monitoring.local_source import GatewaySource
     from income_bundle.monitoring.service import Monitor
+    from income_bundle.monitoring.sources.local import GatewaySource
 from income_bundle.paths import project_root
 from income_bundle.process import ServerProcess, http_ok
 from income_bundle.seldon.bundle import Bundle, load_bundle
 from income_bundle.server import MLServer, free_port
+from income_bundle.settings_cli import CommandSettings
 
 __all__ = [
     "InvalidBundleError",
@@ -61,17 +62,11 @@ def default_state_dir() -> Path:
     return project_root() / "build" / "state"
 
 
-class ServeSettings(BaseSettings):
+class ServeSettings(CommandSettings):
     """Settings of `income-bundle serve`: its command-line flags (`--http-port`, ...), else
     `INCOME_SERVE_<FIELD>` environment variables, else these defaults."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="INCOME_SERVE_",
-        extra="forbid",  # a mistyped setting fails loudly
-        cli_kebab_case=True,
-        cli_implicit_flags=True,
-        validate_assignment=True,
-    )
+    model_config = SettingsConfigDict(env_prefix="INCOME_SERVE_", validate_assignment=True)
 
     bundle_dir: Path = Field(
         default_factory=default_bundle_dir,
@@ -175,9 +170,9 @@ def build_monitor(config: ServeConfig, bundle: Bundle) -> tuple[Monitor, Gateway
     and whose metadata records the held-out label mix), as the cluster's monitor watches its
     pipeline's topics; step names are model names in the income pipelines.
     """
-    from income_bundle.monitoring.kafka_source import PipelineTaps
-    from income_bundle.monitoring.local_source import GatewaySource
+    from income_bundle.monitoring.records import PipelineTaps
     from income_bundle.monitoring.service import Monitor, classifier_info
+    from income_bundle.monitoring.sources.local import GatewaySource
     from income_bundle.monitoring.store import SqliteStore
 
     watched, taps = {}, []
@@ -209,7 +204,9 @@ async def _run_gateway(
     monitor_listening: socket.socket | None,
     stop: asyncio.Event,
 ) -> None:
-    from income_bundle.seldon.gateway import Gateway, MLServerForwarder, ModelContract
+    from income_bundle.runtime.contract import ModelContract
+    from income_bundle.seldon.forwarding import MLServerForwarder
+    from income_bundle.seldon.gateway import Gateway
     from income_bundle.seldon.grpc_front import build_grpc_server
     from income_bundle.seldon.rest import RestServer
 

@@ -19,15 +19,9 @@ from typing import Any
 import orjson
 
 from income_bundle.errors import ServingError
-from income_bundle.seldon.request_id import check_request_id
-from income_bundle.v2.tensors import (
-    DATATYPES,
-    Tensor,
-    decode_raw,
-    encode_raw,
-    from_json,
-    to_json,
-)
+from income_bundle.v2.checks import check_body
+from income_bundle.v2.datatypes import DATATYPES
+from income_bundle.v2.tensors import Tensor, decode_raw, encode_raw, from_json, to_json
 
 __all__ = [
     "BINARY_HEADER",
@@ -69,37 +63,13 @@ class InferRequest:
             assert self.inputs is not None
             return self.inputs
         if self.body is not None:
-            self._decode_body(self.body)
+            fields = check_body(self.body, self.inputs)
+            self.inputs, self.parameters = fields.inputs, fields.parameters
+            self.outputs, self.id = fields.outputs, fields.id
         if not self.inputs:
             raise ServingError(400, "the request needs a non-empty 'inputs' list of tensors")
         self._decoded = True
         return self.inputs
-
-    def _decode_body(self, body: Any) -> None:
-        if not isinstance(body, dict):
-            raise ServingError(400, "the request body must be a JSON object with an 'inputs' list")
-        inputs = body.get("inputs")
-        if not isinstance(inputs, list) or not inputs:
-            raise ServingError(400, "the request needs a non-empty 'inputs' list of tensors")
-        if self.inputs is None:
-            self.inputs = [from_json(item, f"inputs[{i}]") for i, item in enumerate(inputs)]
-        if "parameters" in body:
-            if not isinstance(body["parameters"], dict):
-                raise ServingError(400, "'parameters' must be an object")
-            self.parameters = body["parameters"]
-        if "outputs" in body:
-            outputs = body["outputs"]
-            if not isinstance(outputs, list) or not all(
-                isinstance(o, dict)
-                and isinstance(o.get("name"), str)
-                and isinstance(o.get("parameters", {}), dict)
-                for o in outputs
-            ):
-                raise ServingError(
-                    400, "'outputs' must be a list of objects with a 'name' (and 'parameters')"
-                )
-            self.outputs = outputs
-        self.id = check_request_id(body.get("id"), "the request's 'id'")
 
     def body_id(self) -> str | None:
         """The request's own id: decoded and checked, or (on the fast path, which checked it)
@@ -274,7 +244,7 @@ def decode_binary_body(raw: bytes, header_length: str) -> tuple[dict[str, Any], 
                 "bytes of binary data are left",
             )
         datatype = item.get("datatype")
-        if datatype not in DATATYPES:
+        if not isinstance(datatype, str) or datatype not in DATATYPES:
             raise ServingError(
                 400, f"{where}: datatype {datatype!r} is not a V2 datatype ({', '.join(DATATYPES)})"
             )

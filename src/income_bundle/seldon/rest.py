@@ -39,7 +39,7 @@ from income_bundle.seldon.protocol import (
     encode_answer,
     parse_json,
 )
-from income_bundle.seldon.request_id import REQUEST_ID_HEADER, check_request_id
+from income_bundle.v2.checks import REQUEST_ID_HEADER, check_request_id
 
 __all__ = [
     "MAX_BODY_BYTES",

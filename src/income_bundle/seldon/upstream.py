@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import httptools
 
+from income_bundle.errors import ServingError
+
 __all__ = [
     "MAX_BODY_BYTES",
     "MAX_HEAD_BYTES",
@@ -55,17 +57,28 @@ _EXPECTED = {
 }
 
 
-class UpstreamError(ConnectionError):
-    """The upstream could not be reached, closed the connection, or answered garbage."""
+class UpstreamError(ServingError):
+    """The upstream could not be reached or closed the connection (503 Service Unavailable);
+    the message has the details, for the log."""
+
+    STATUS = 503
+
+    def __init__(self, message: str):
+        super().__init__(self.STATUS, message)
 
 
 class UpstreamProtocolError(UpstreamError):
     """The upstream answered something that is not a well-formed HTTP/1.1 answer within bounds
-    (a gateway answers this with 502 Bad Gateway)."""
+    (502 Bad Gateway)."""
+
+    STATUS = 502
 
 
-class RequestRefusedError(ValueError):
-    """The request itself cannot be sent as given (it would not be one well-formed request)."""
+class RequestRefusedError(ServingError):
+    """The request itself cannot be sent as given: it would not be one well-formed request (400)."""
+
+    def __init__(self, message: str):
+        super().__init__(400, message)
 
 
 @dataclass(frozen=True)

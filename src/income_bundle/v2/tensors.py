@@ -1,7 +1,13 @@
-"""V2 (Open Inference Protocol) tensors as the gateway handles them: JSON and gRPC forms.
+"""V2 (Open Inference Protocol) tensors: the one Tensor type and its codecs (JSON, gRPC, raw).
 
-A tensor is kept as its name, datatype, shape and flat data list, the JSON form's content.
-gRPC requests are decoded from typed contents or raw bytes (tritonclient sends raw bytes).
+A tensor is kept as its name, datatype, shape and flat, row-major data list (the JSON form's
+content). `from_json` reads a JSON tensor (nested data flattened, bounded by the shape's rank),
+`from_grpc_request` / `from_grpc_response` read gRPC messages with typed contents or raw bytes
+(tritonclient sends raw bytes), `decode_raw` / `encode_raw` are the raw bytes of the binary
+extension and gRPC's raw contents; `to_json` and `to_grpc_*` write them back.
+
+Imports only numpy and the bundle's error base: packaging copies it into every model folder (see
+income_bundle.runtime). A tensor that cannot be read is a ServingError(400) saying which and why.
 """
 
 from __future__ import annotations
@@ -12,59 +18,29 @@ from typing import Any
 
 import numpy as np
 
-from income_bundle.errors import ServingError
+from ..errors import ServingError
+from .datatypes import DATATYPES
 
 __all__ = [
-    "DATATYPES",
     "Tensor",
-    "TensorError",
     "concat_rows",
     "decode_raw",
     "encode_raw",
+    "find_json",
     "flatten",
     "from_grpc_request",
+    "from_grpc_response",
     "from_json",
+    "to_grpc_request",
     "to_grpc_response",
     "to_json",
 ]
 
-# V2 datatype -> (numpy dtype for raw bytes, gRPC contents field)
-DATATYPES: dict[str, tuple[str | None, str]] = {
-    "BOOL": ("?", "bool_contents"),
-    "UINT8": ("<u1", "uint_contents"),
-    "UINT16": ("<u2", "uint_contents"),
-    "UINT32": ("<u4", "uint_contents"),
-    "UINT64": ("<u8", "uint64_contents"),
-    "INT8": ("<i1", "int_contents"),
-    "INT16": ("<i2", "int_contents"),
-    "INT32": ("<i4", "int_contents"),
-    "INT64": ("<i8", "int64_contents"),
-    "FP16": ("<f2", "fp32_contents"),
-    "FP32": ("<f4", "fp32_contents"),
-    "FP64": ("<f8", "fp64_contents"),
-    "BYTES": (None, "bytes_contents"),
-}
-
-
-# The largest finite value of each float datatype, and the bounds of each integer datatype:
-# a JSON number outside them would become inf or wrap around where the model decodes it.
-_FLOAT_LIMITS = {"FP16": float(np.finfo(np.float16).max), "FP32": float(np.finfo(np.float32).max)}
-_INT_LIMITS = {
-    name: (int(np.iinfo(dtype).min), int(np.iinfo(dtype).max))
-    for name, (dtype, _) in DATATYPES.items()
-    if name.startswith(("INT", "UINT"))
-}
-
-
-class TensorError(ServingError):
-    """A tensor that cannot be decoded (a 400); the message says which and why."""
-
-    def __init__(self, message: str):
-        super().__init__(400, message)
-
 
 @dataclass
 class Tensor:
+    """One input or output tensor: `data` is flat, row-major."""
+
     name: str
     datatype: str
     shape: list[int]
@@ -78,28 +54,24 @@ class Tensor:
     def rows(self) -> int:
         return self.shape[0] if self.shape else 1
 
-
-def range_problem(datatype: str, values: np.ndarray) -> tuple[int, str] | None:
-    """The flat index of the first value `datatype` cannot hold and what it expects, or None.
-    `values`: the tensor's (finite) numbers as float64."""
-    if datatype in _FLOAT_LIMITS:
-        limit = _FLOAT_LIMITS[datatype]
-        bad = np.flatnonzero(np.abs(values) > limit)
-        return (
-            (int(bad[0]), f"a number from {-limit:g} to {limit:g} ({datatype})")
-            if len(bad)
-            else None
-        )
-    if datatype in _INT_LIMITS:
-        low, high = _INT_LIMITS[datatype]
-        bad = np.flatnonzero((values != np.round(values)) | (values < low) | (values > high))
-        return (int(bad[0]), f"an integer from {low} to {high} ({datatype})") if len(bad) else None
-    return None
+    def to_array(self, dtype: Any = None) -> np.ndarray:
+        """The data as an array of the tensor's shape, of `dtype` (default: the datatype's own;
+        BYTES as objects); ServingError(400) when the data does not fill the shape."""
+        own = DATATYPES[self.datatype].dtype if self.datatype in DATATYPES else None
+        values = np.asarray(self.data, dtype=dtype or own or object)
+        expected = int(np.prod(self.shape, dtype=np.int64))
+        if values.size != expected:
+            raise ServingError(
+                400,
+                f"tensor {self.name!r} has shape {self.shape}, which needs {expected} values, "
+                f"but carries {values.size}",
+            )
+        return values.reshape(self.shape)
 
 
 def flatten(data: Any, max_depth: int, where: str) -> list[Any]:
     """Nested lists (a V2 JSON tensor's data) as one flat list, row-major, without recursion;
-    TensorError when lists nest deeper than `max_depth` (the tensor's rank)."""
+    ServingError(400) when lists nest deeper than `max_depth` (the tensor's rank)."""
     if type(data) is not list:
         return [data]
     if not any(type(item) is list for item in data):  # the common case, already flat
@@ -110,9 +82,10 @@ def flatten(data: Any, max_depth: int, where: str) -> list[Any]:
         for item in stack[-1]:
             if type(item) is list:
                 if len(stack) >= max_depth:
-                    raise TensorError(
+                    raise ServingError(
+                        400,
                         f"{where}: data nests lists deeper than its shape's {max_depth} "
-                        f"dimension{'s' if max_depth != 1 else ''}"
+                        f"dimension{'s' if max_depth != 1 else ''}",
                     )
                 stack.append(iter(item))
                 break
@@ -125,29 +98,40 @@ def flatten(data: Any, max_depth: int, where: str) -> list[Any]:
 def from_json(item: Any, where: str) -> Tensor:
     """One entry of a JSON request's `inputs` (or a response's `outputs`)."""
     if not isinstance(item, dict):
-        raise TensorError(f"{where} must be an object with name, datatype, shape and data")
+        raise ServingError(400, f"{where} must be an object with name, datatype, shape and data")
     missing = [key for key in ("name", "datatype", "shape", "data") if key not in item]
     if missing:
-        raise TensorError(f"{where} lacks {', '.join(repr(m) for m in missing)}")
+        raise ServingError(400, f"{where} lacks {', '.join(repr(m) for m in missing)}")
     name, datatype, shape = item["name"], item["datatype"], item["shape"]
     if not isinstance(name, str) or not name:
-        raise TensorError(f"{where}: name must be a non-empty string, got {name!r}")
-    if datatype not in DATATYPES:
-        raise TensorError(
+        raise ServingError(400, f"{where}: name must be a non-empty string, got {name!r}")
+    if not isinstance(datatype, str) or datatype not in DATATYPES:
+        raise ServingError(
+            400,
             f"{where} ({name!r}): datatype {datatype!r} is not a V2 datatype "
-            f"({', '.join(DATATYPES)})"
+            f"({', '.join(DATATYPES)})",
         )
     if not isinstance(shape, list) or not all(
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
     ):
-        raise TensorError(
-            f"{where} ({name!r}): shape must be a list of non-negative integers, got {shape!r}"
+        raise ServingError(
+            400,
+            f"{where} ({name!r}): shape must be a list of non-negative integers, got {shape!r}",
         )
     parameters = item.get("parameters") or {}
     if not isinstance(parameters, dict):
-        raise TensorError(f"{where} ({name!r}): parameters must be an object")
+        raise ServingError(400, f"{where} ({name!r}): parameters must be an object")
     data = flatten(item["data"], max(len(shape), 1), f"{where} ({name!r})")
     return Tensor(name, datatype, list(shape), data, dict(parameters))
+
+
+def find_json(items: Any, name: str, where: str) -> Tensor | None:
+    """The tensor called `name` in a JSON `inputs` or `outputs` list, read by `from_json`
+    (ServingError(400) when it is malformed), or None when the list has no such tensor."""
+    for index, item in enumerate(items if isinstance(items, list) else []):
+        if isinstance(item, dict) and item.get("name") == name:
+            return from_json(item, f"{where} [{index}]")
+    return None
 
 
 def to_json(tensor: Tensor) -> dict[str, Any]:
@@ -167,9 +151,10 @@ def concat_rows(tensors: list[Tensor]) -> Tensor:
     first = tensors[0]
     for other in tensors[1:]:
         if other.datatype != first.datatype or other.shape[1:] != first.shape[1:]:
-            raise TensorError(
+            raise ServingError(
+                400,
                 f"cannot batch tensor {first.name!r}: {first.datatype}{first.shape} and "
-                f"{other.datatype}{other.shape} differ beyond the first dimension"
+                f"{other.datatype}{other.shape} differ beyond the first dimension",
             )
     data = [value for t in tensors for value in t.data]
     shape = [sum(t.rows for t in tensors), *first.shape[1:]]
@@ -177,28 +162,41 @@ def concat_rows(tensors: list[Tensor]) -> Tensor:
 
 
 def decode_raw(raw: bytes, datatype: str, where: str) -> list[Any]:
-    dtype = DATATYPES[datatype][0]
-    if dtype is None:  # BYTES: 4-byte little-endian length, then the bytes, repeated
+    """The values of raw contents: little-endian numbers, or BYTES as 4-byte lengths each
+    followed by that many bytes."""
+    kind = DATATYPES[datatype]
+    if kind.dtype is None:
         values, offset = [], 0
         while offset < len(raw):
             if offset + 4 > len(raw):
-                raise TensorError(f"{where}: truncated BYTES element in raw contents")
+                raise ServingError(400, f"{where}: truncated BYTES element in raw contents")
             (length,) = struct.unpack_from("<I", raw, offset)
             offset += 4
             if offset + length > len(raw):
-                raise TensorError(
+                raise ServingError(
+                    400,
                     f"{where}: a BYTES element says it has {length} bytes, but only "
-                    f"{len(raw) - offset} are left"
+                    f"{len(raw) - offset} are left",
                 )
             values.append(raw[offset : offset + length].decode("utf-8", "replace"))
             offset += length
         return values
-    itemsize = np.dtype(dtype).itemsize
-    if len(raw) % itemsize:
-        raise TensorError(
-            f"{where}: {len(raw)} raw bytes is not a whole number of {datatype} values"
+    if len(raw) % kind.dtype.itemsize:
+        raise ServingError(
+            400, f"{where}: {len(raw)} raw bytes is not a whole number of {datatype} values"
         )
-    return np.frombuffer(raw, dtype=dtype).tolist()
+    return np.frombuffer(raw, dtype=kind.dtype).tolist()
+
+
+def encode_raw(tensor: Tensor) -> bytes:
+    dtype = DATATYPES[tensor.datatype].dtype
+    if dtype is None:
+        chunks = []
+        for value in tensor.data:
+            encoded = value if isinstance(value, bytes) else str(value).encode()
+            chunks.append(struct.pack("<I", len(encoded)) + encoded)
+        return b"".join(chunks)
+    return np.asarray(tensor.data, dtype=dtype).tobytes()
 
 
 def from_grpc_request(request: Any) -> tuple[list[Tensor], dict[str, Any]]:
@@ -215,17 +213,17 @@ def from_grpc_response(response: Any) -> list[Tensor]:
 def _from_grpc(items: Any, raw_contents: list[bytes], kind: str) -> list[Tensor]:
     tensors = []
     if raw_contents and len(raw_contents) != len(items):
-        raise TensorError(
-            f"the message has {len(items)} {kind} but {len(raw_contents)} raw contents"
+        raise ServingError(
+            400, f"the message has {len(items)} {kind} but {len(raw_contents)} raw contents"
         )
     for index, item in enumerate(items):
         where = f"{kind}[{index}] ({item.name!r})"
         if item.datatype not in DATATYPES:
-            raise TensorError(f"{where}: datatype {item.datatype!r} is not a V2 datatype")
+            raise ServingError(400, f"{where}: datatype {item.datatype!r} is not a V2 datatype")
         if raw_contents:
             data = decode_raw(raw_contents[index], item.datatype, where)
         else:
-            values = getattr(item.contents, DATATYPES[item.datatype][1])
+            values = getattr(item.contents, DATATYPES[item.datatype].grpc_field)
             data = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in values]
         tensors.append(
             Tensor(item.name, item.datatype, list(item.shape), data, _parameters(item.parameters))
@@ -241,17 +239,6 @@ def _parameters(parameters: Any) -> dict[str, Any]:
     return result
 
 
-def encode_raw(tensor: Tensor) -> bytes:
-    dtype = DATATYPES[tensor.datatype][0]
-    if dtype is None:
-        chunks = []
-        for value in tensor.data:
-            encoded = value if isinstance(value, bytes) else str(value).encode()
-            chunks.append(struct.pack("<I", len(encoded)) + encoded)
-        return b"".join(chunks)
-    return np.asarray(tensor.data, dtype=dtype).tobytes()
-
-
 def to_grpc_request(module: Any, model_name: str, request_id: str, tensors: list[Tensor]) -> Any:
     """A `ModelInferRequest` of `module` (a service_pb2) with typed contents, as Seldon's dataflow
     writes a step's inputs to Kafka."""
@@ -263,11 +250,11 @@ def to_grpc_request(module: Any, model_name: str, request_id: str, tensors: list
 
 
 def _fill_contents(contents: Any, tensor: Tensor) -> None:
-    field_name = DATATYPES.get(tensor.datatype, (None, "bytes_contents"))[1]
+    datatype = DATATYPES.get(tensor.datatype, DATATYPES["BYTES"])
     values = tensor.data
-    if tensor.datatype == "BYTES":
+    if datatype.dtype is None:
         values = [v if isinstance(v, bytes) else str(v).encode() for v in values]
-    getattr(contents, field_name).extend(values)
+    getattr(contents, datatype.grpc_field).extend(values)
 
 
 def to_grpc_response(

@@ -2,8 +2,8 @@
 
 The engines call `request_done` and `async_done` on their event loop (see
 `income_bundle.seldon.engine.PipelineObserver`); this source only queues what they hand over, and
-one writer thread turns it into the same record parts the Kafka source reads from Seldon's topics
-(`PipelineTaps` names the tensors in both) and writes them to the store. No request waits for the
+one writer thread turns it into the same records the other sources make
+(`income_bundle.monitoring.records`) and writes them to the store. No request waits for the
 store: a request's answer never depends on the monitor.
 
 What a crash can lose: the hand-overs still queued (at most `max_pending`, and in practice the
@@ -18,19 +18,24 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-# The same tensor readings as the Kafka source's, so both make the same records.
-from income_bundle.monitoring.kafka_source import PipelineTaps, _flat, _rows, read_verdict
-from income_bundle.monitoring.kafka_source import _tensors as _named
-from income_bundle.monitoring.store import DriftBatch, RecordStore, RequestRecord, StoreWrite
-from income_bundle.seldon.engine import StepResult
+from income_bundle.monitoring.records import (
+    DriftReading,
+    PipelineTaps,
+    RequestReading,
+    arrays,
+    store_write,
+)
+from income_bundle.monitoring.store import RecordStore, StoreWrite
 from income_bundle.v2.tensors import Tensor
 
-__all__ = ["SOURCE", "GatewaySource", "translate_async", "translate_request"]
+__all__ = ["SOURCE", "GatewaySource", "StepOutcome", "translate_async", "translate_request"]
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +44,23 @@ DEFAULT_MAX_PENDING = 10_000
 _WRITE_BATCH = 256  # hand-overs per transaction at most: one fsync for many requests
 
 
+class StepOutcome(Protocol):
+    """What the monitor reads of one run of a pipeline step; the gateway's step results are
+    handed over as they are."""
+
+    inputs: list[Tensor]
+    outputs: list[Tensor]
+    error: str | None  # the step failed: nothing of it is recorded
+    members: list[tuple[str, int]]  # a batched step: (request id, rows) of every request held
+
+
 @dataclass(frozen=True)
 class _HandOver:
     pipeline: str
     request_id: str
     time: float
     inputs: list[Tensor] | None  # None: the asynchronous steps' results
-    results: dict[str, StepResult]
+    results: Mapping[str, StepOutcome]
 
 
 def translate_request(
@@ -53,47 +68,34 @@ def translate_request(
     request_id: str,
     at: float,
     inputs: Sequence[Tensor],
-    results: dict[str, StepResult],
+    results: Mapping[str, StepOutcome],
 ) -> StoreWrite:
     """A pipeline request's record: its feature rows, the classifier's classes, the outlier
     detector's flags and scores (the parts Seldon writes to the pipeline's and the outlier
     model's topics)."""
-    record = RequestRecord(request_id, taps.pipeline, source=SOURCE, time=at)
-    features = _named(inputs).get(taps.features)
-    if features is not None and features.ndim == 2:
-        record.rows = _rows(features)
-    classifier = results.get(taps.classifier_model)
-    if classifier is not None and classifier.error is None:
-        outputs = _named(classifier.outputs)
-        if taps.prediction in outputs:
-            record.predicted = [int(v) for v in _flat(outputs[taps.prediction])]
-    outlier = results.get(taps.outlier_model)
-    if outlier is not None and outlier.error is None:
-        outputs = _named(outlier.outputs)
-        if taps.outlier_flag in outputs:
-            record.outlier_flags = [int(v) for v in _flat(outputs[taps.outlier_flag])]
-        if taps.outlier_score in outputs:
-            record.outlier_scores = [float(v) for v in _flat(outputs[taps.outlier_score])]
-    return StoreWrite(requests=[record])
+    outputs: dict[str, np.ndarray] = {}
+    for step in (taps.classifier_model, taps.outlier_model):
+        result = results.get(step)
+        if result is not None and result.error is None:
+            outputs.update(arrays(result.outputs))
+    reading = RequestReading(
+        request_id, taps.pipeline, arrays(inputs), outputs, source=SOURCE, time=at
+    )
+    return store_write(taps, [reading])
 
 
 def translate_async(
-    taps: PipelineTaps, request_id: str, at: float, results: dict[str, StepResult]
+    taps: PipelineTaps, request_id: str, at: float, results: Mapping[str, StepOutcome]
 ) -> StoreWrite:
-    """A drift detector run: the rows it judged and its verdict. The batch is named after its
-    last request, as Seldon's batch processor names the message it sends the detector."""
-    change = StoreWrite()
+    """A drift detector run: the rows it judged and its verdict."""
     drift = results.get(taps.drift_model)
     if drift is None or drift.error is not None or not drift.outputs:
-        return change
+        return StoreWrite()
     batch_id = drift.members[-1][0] if drift.members else request_id
-    batch = DriftBatch(batch_id, taps.pipeline, time=at)
-    features = _named(drift.inputs).get(taps.features)
-    if features is not None:
-        batch.rows = _rows(features)
-    read_verdict(batch, _named(drift.outputs), taps)
-    change.drift_batches.append(batch)
-    return change
+    reading = DriftReading(
+        batch_id, taps.pipeline, arrays(drift.inputs), arrays(drift.outputs), time=at
+    )
+    return store_write(taps, [reading])
 
 
 class GatewaySource:
@@ -141,13 +143,15 @@ class GatewaySource:
         pipeline: str,
         request_id: str,
         inputs: list[Tensor],
-        results: dict[str, StepResult],
+        results: Mapping[str, StepOutcome],
         outputs: list[Tensor],
     ) -> None:
         if pipeline in self.taps:
             self._put(_HandOver(pipeline, request_id, time.time(), inputs, results))
 
-    def async_done(self, pipeline: str, request_id: str, results: dict[str, StepResult]) -> None:
+    def async_done(
+        self, pipeline: str, request_id: str, results: Mapping[str, StepOutcome]
+    ) -> None:
         if pipeline in self.taps:
             self._put(_HandOver(pipeline, request_id, time.time(), None, results))
 

@@ -1,8 +1,9 @@
 """The income detectors as CloudEvents sinks for KServe's payload logger (through Knative Eventing).
 
-Packaging copies this file into the drift and outlier detector folders as `income_cloudevents.py`
-(beside `income_runtimes.py` and `income_integrity.py`), so it is covered by the folder's sha256
-list and imports only what the MLServer image has (Python 3.10: no `datetime.UTC`). Each class is a small subclass of the Seldon
+Packaging copies this module into the drift and outlier detector folders with the rest of the
+runtime package (`income_mlserver.runtime.cloudevents`, see income_bundle.runtime), so it is
+covered by the folder's sha256 list and imports only what the MLServer image has plus the
+CloudEvents SDK (Python 3.10: no `datetime.UTC`). Each class is a small subclass of the Seldon
 path's runtime that adds one REST route, `POST /cloudevents/<model>`, taking what KServe's
 logger posts (a CloudEvent 1.0 whose data is the V2 JSON request, in binary mode; structured mode
 is accepted too) and answering with a CloudEvent, in the request's mode, when it has something
@@ -51,17 +52,20 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from mlserver.codecs import NumpyCodec
 from mlserver.context import model_context
-from mlserver.errors import MLServerError
 from mlserver.handlers import custom_handler
 from mlserver.settings import ModelSettings
 from mlserver.types import InferenceRequest, InferenceResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-try:  # inside a detector folder, beside the Seldon path's runtimes
-    import income_integrity as integrity
-    import income_runtimes as runtimes
-except ImportError:  # as part of the income_bundle package
-    from income_bundle import integrity, runtimes
+from ..errors import ArtifactError, ServingError
+from .artifact import verify_artifact
+from .contract import ModelContract
+from .models import (
+    ArtifactRefusedError,
+    IncomeDriftRuntime,
+    IncomeOutlierRuntime,
+    request_tensors,
+)
 
 __all__ = [
     "DRIFT_EVENT_TYPE",
@@ -121,18 +125,10 @@ class EventsSettings(BaseModel):
         try:
             return cls(**values)
         except ValidationError as e:
-            raise runtimes.ArtifactRefusedError(
+            raise ArtifactRefusedError(
                 f"model {model_name}: invalid parameters.extra.{SETTINGS_KEY} "
                 f"(or {ENV_PREFIX}* environment): {e}"
             ) from e
-
-
-class EventRejectedError(Exception):
-    """An event the detector will not take: HTTP status and a message for the sender."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
 
 
 def _split_settings(settings: ModelSettings) -> tuple[ModelSettings, dict[str, Any]]:
@@ -141,7 +137,7 @@ def _split_settings(settings: ModelSettings) -> tuple[ModelSettings, dict[str, A
     extra = dict((settings.parameters.extra if settings.parameters else None) or {})
     ours = extra.pop(SETTINGS_KEY, None)
     if ours is None:
-        raise runtimes.ArtifactRefusedError(
+        raise ArtifactRefusedError(
             f"model {settings.name}: model-settings.json has no parameters.extra.{SETTINGS_KEY}"
         )
     settings.parameters.extra = extra  # type: ignore[union-attr]
@@ -177,7 +173,7 @@ class _CloudEventsSink:
 
     def _refuse_worker_process(self) -> None:
         if multiprocessing.current_process().name != "MainProcess":
-            raise runtimes.ArtifactRefusedError(
+            raise ArtifactRefusedError(
                 f"model {self.name}: the CloudEvents route keeps state in one process; start "
                 f"MLServer with parallel_workers 0 (MLSERVER_PARALLEL_WORKERS=0)"
             )
@@ -190,7 +186,7 @@ class _CloudEventsSink:
         where = f"model {self.name}"
         content_type = headers.get("content-type", "")
         if content_type.lower().startswith(BATCH_CONTENT_TYPE):
-            raise EventRejectedError(
+            raise ServingError(
                 415,
                 f"{where}: got a batch of CloudEvents ({content_type}); expected one event per "
                 f"request, in binary or structured mode, as KServe's logger sends",
@@ -200,7 +196,7 @@ class _CloudEventsSink:
         field = (lambda name: repr(name)) if structured else (lambda name: f"ce-{name}")
         event_type = event.get_type()
         if event_type not in (REQUEST_EVENT_TYPE, RESPONSE_EVENT_TYPE):
-            raise EventRejectedError(
+            raise ServingError(
                 400,
                 f"{where}: {field('type')} is {event_type!r}; expected {REQUEST_EVENT_TYPE!r} "
                 f"(or {RESPONSE_EVENT_TYPE!r}, which is ignored)",
@@ -209,7 +205,7 @@ class _CloudEventsSink:
             return event, None, structured
         data_type = event.get_datacontenttype()
         if data_type and not JSONFormat.JSON_CONTENT_TYPE_PATTERN.match(data_type):
-            raise EventRejectedError(
+            raise ServingError(
                 415,
                 f"{where}: the event's {'datacontenttype' if structured else 'Content-Type'} is "
                 f"{data_type!r}; expected application/json (a V2 inference request)",
@@ -219,7 +215,7 @@ class _CloudEventsSink:
             try:
                 data = json.loads(data)
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise EventRejectedError(
+                raise ServingError(
                     400,
                     f"{where}: the event's data is not JSON ({e}); expected a V2 inference request",
                 ) from e
@@ -230,7 +226,7 @@ class _CloudEventsSink:
                 f"{'.'.join(str(p) for p in error['loc']) or 'body'}: {error['msg']}"
                 for error in e.errors()[:5]
             )
-            raise EventRejectedError(
+            raise ServingError(
                 400, f"{where}: the event's data is not a V2 inference request: {problems}"
             ) from e
         return event, payload, structured
@@ -246,7 +242,7 @@ class _CloudEventsSink:
             # constructor of new events); an event received without them is refused instead.
             for name in REQUIRED_ATTRIBUTES:
                 if not attributes.get(name):
-                    raise EventRejectedError(
+                    raise ServingError(
                         400, f"{where}: the CloudEvent has no {field(name)}; {expected}"
                     )
             return CloudEvent(attributes, data)
@@ -255,7 +251,7 @@ class _CloudEventsSink:
             if structured:
                 return ce_http.from_structured(message, EVENT_FORMAT, received)
             if not any(name.startswith(ce_http.CE_PREFIX) for name in message.headers):
-                raise EventRejectedError(
+                raise ServingError(
                     400,
                     f"{where}: the request has no ce-* headers and its Content-Type is "
                     f"{message.headers.get('content-type', '')!r}, not {STRUCTURED_CONTENT_TYPE}"
@@ -267,30 +263,27 @@ class _CloudEventsSink:
                 f"{field(name)}: {', '.join(str(error) for error in errors)}"
                 for name, errors in e.errors.items()
             )
-            raise EventRejectedError(
-                400, f"{where}: invalid CloudEvent: {problems}; {expected}"
-            ) from e
+            raise ServingError(400, f"{where}: invalid CloudEvent: {problems}; {expected}") from e
         except json.JSONDecodeError as e:
-            raise EventRejectedError(
+            raise ServingError(
                 400, f"{where}: the structured-mode CloudEvent is not JSON ({e}); {expected}"
             ) from e
         except AttributeError as e:  # the SDK's JSON reader met something other than an object
-            raise EventRejectedError(
+            raise ServingError(
                 400, f"{where}: the structured-mode CloudEvent is not a JSON object; {expected}"
             ) from e
         except (BaseCloudEventException, ValueError, TypeError) as e:
             # What the SDK's readers raise on a time that is not a timestamp.
-            raise EventRejectedError(
+            raise ServingError(
                 400,
                 f"{where}: the CloudEvent cannot be read ({type(e).__name__}: {e}); {expected}, "
                 f"with {field('time')}, if present, an RFC 3339 timestamp",
             ) from e
 
     def _checked(self, payload: InferenceRequest) -> np.ndarray:
-        try:
-            return self._check(payload)  # type: ignore[attr-defined]
-        except MLServerError as e:
-            raise EventRejectedError(400, str(e)) from e
+        """The request's rows, checked as the model's own predict() checks them; ServingError
+        (answered to the sender as it is) when they do not fit."""
+        return self._table.check(request_tensors(self.name, payload))  # type: ignore[attr-defined]
 
     # -- replies -------------------------------------------------------------------------------
 
@@ -319,9 +312,9 @@ class _CloudEventsSink:
         # 202 with no body and no ce-* headers: Knative's broker takes it as "delivered, no reply".
         return Response(status_code=202, headers={"x-income-events": reason})
 
-    def _rejected(self, error: EventRejectedError) -> Response:
+    def _rejected(self, error: ServingError) -> Response:
         self._counts["rejected"] += 1
-        return JSONResponse({"error": str(error)}, status_code=error.status)
+        return JSONResponse({"error": error.message}, status_code=error.status)
 
     def _first_delivery(self, event_id: str) -> bool:
         if event_id in self._seen:
@@ -349,7 +342,7 @@ class _CloudEventsSink:
                 self._counts["requests"] += 1
                 with model_context(self._settings):
                     return await self._score(event, structured, X)
-        except EventRejectedError as e:
+        except ServingError as e:
             return self._rejected(e)
 
     async def _score(self, event: BaseCloudEvent, structured: bool, X: np.ndarray) -> Response:
@@ -367,7 +360,7 @@ def _outputs(response: InferenceResponse) -> dict[str, np.ndarray]:
     return {output.name: NumpyCodec.decode_output(output) for output in response.outputs}
 
 
-class DriftEventsRuntime(_CloudEventsSink, runtimes.IncomeDriftRuntime):
+class DriftEventsRuntime(_CloudEventsSink, IncomeDriftRuntime):
     """The income drift detector, fed rows by KServe's logger; replies when a batch drifts."""
 
     EVENT_TYPE = DRIFT_EVENT_TYPE
@@ -395,12 +388,12 @@ class DriftEventsRuntime(_CloudEventsSink, runtimes.IncomeDriftRuntime):
         batch = np.concatenate(self._held)
         self._held = []
         name = self._settings.inputs[0].name  # type: ignore[index]
-        result = _outputs(await runtimes.IncomeDriftRuntime.predict(self, _request(name, batch)))
+        result = _outputs(await IncomeDriftRuntime.predict(self, _request(name, batch)))
         self._counts["batches"] += 1
         is_drift = int(np.asarray(result["is_drift"]).ravel()[0])
         p_val = np.asarray(result["p_val"], dtype=float).ravel()
         threshold = float(np.asarray(result["threshold"]).ravel()[0])
-        names = self._feature_names or [str(i) for i in range(len(p_val))]
+        names = self._table.feature_names or [str(i) for i in range(len(p_val))]
         verdict = {
             "model": self.name,
             "is_drift": is_drift,
@@ -434,7 +427,7 @@ class DriftEventsRuntime(_CloudEventsSink, runtimes.IncomeDriftRuntime):
         )
 
 
-class OutlierEventsRuntime(_CloudEventsSink, runtimes.IncomeOutlierRuntime):
+class OutlierEventsRuntime(_CloudEventsSink, IncomeOutlierRuntime):
     """The income outlier detector behind the verified income-preprocess artifact.
 
     KServe's logger logs the classifier's request, the 12 raw features; the detector was fitted
@@ -457,44 +450,35 @@ class OutlierEventsRuntime(_CloudEventsSink, runtimes.IncomeOutlierRuntime):
         self._refuse_worker_process()
         folder = self._preprocessor_folder
         if folder is None:
-            raise runtimes.ArtifactRefusedError(
+            raise ArtifactRefusedError(
                 f"model {self.name}: parameters.extra.{SETTINGS_KEY}.preprocessor must name the "
                 f"{self.PREPROCESSOR} folder"
             )
         try:
-            metadata = integrity.verify_artifact(folder, self.PREPROCESSOR)
-            declared = json.loads((folder / "model-settings.json").read_text())["inputs"][0]
-        except (integrity.ArtifactIntegrityError, OSError, KeyError, IndexError) as e:
-            raise runtimes.ArtifactRefusedError(
+            metadata = verify_artifact(folder, self.PREPROCESSOR)
+            settings = json.loads((folder / "model-settings.json").read_text())
+        except (ArtifactError, OSError, ValueError) as e:
+            raise ArtifactRefusedError(
                 f"model {self.name}: cannot use {self.PREPROCESSOR} at {folder}: {e}"
             ) from e
-        features = metadata.get("input_features") or {}
-        self._raw_input = declared["name"]
-        self._raw_width = int(declared["shape"][1])
-        self._raw_names = features.get("names")
-        self._raw_categories = {
-            int(column): len(names)
-            for column, names in (features.get("category_map") or {}).items()
-        }
+        # Requests carry the raw features: checked as the preprocessor's own runtime checks them.
+        where = f"{self.name} (features as {self.PREPROCESSOR} takes them)"
+        self._raw_table = ModelContract.from_declaration(where, settings, metadata).table
+        if self._raw_table is None:
+            raise ArtifactRefusedError(
+                f"model {self.name}: cannot use {self.PREPROCESSOR} at {folder}: its "
+                f"model-settings.json declares no input of shape [-1, <features>]"
+            )
         self._preprocessor = joblib.load(folder / "model.joblib")
         return await super().load()
 
     def _checked(self, payload: InferenceRequest) -> np.ndarray:
-        try:
-            return integrity.check_request(
-                f"{self.name} (features as {self.PREPROCESSOR} takes them)",
-                runtimes.request_tensors(payload),
-                self._raw_width,
-                self._raw_names,
-                self._raw_categories,
-            )
-        except integrity.BadRequestError as e:
-            raise EventRejectedError(400, str(e)) from e
+        return self._raw_table.check(request_tensors(self.name, payload))
 
     async def _score(self, event: BaseCloudEvent, structured: bool, X: np.ndarray) -> Response:
         transformed = np.asarray(self._preprocessor.transform(X), dtype=np.float64)
         name = self._settings.inputs[0].name  # type: ignore[index]
-        response = await runtimes.IncomeOutlierRuntime.predict(self, _request(name, transformed))
+        response = await IncomeOutlierRuntime.predict(self, _request(name, transformed))
         result = _outputs(response)
         is_outlier = np.asarray(result["is_outlier"]).ravel().astype(int)
         scores = np.asarray(result["instance_score"], dtype=float).ravel()

@@ -6,9 +6,10 @@ in binary or structured mode:
   `pkg/logger/worker.go`: types `org.kubeflow.serving.inference.request|response`, one `ce-id`
   shared by a request and its response, the extension `inferenceservicename`); the body is the
   V2 JSON request or response;
-- the drift and outlier detectors' results (`income_bundle.kserve.runtime`, the `kserve/README.md`
-  contract): `io.income-bundle.drift` when a batch drifted, `io.income-bundle.outlier` when a
-  request had outlier rows, each naming the logged request in `requestid`.
+- the drift and outlier detectors' results (`income_bundle.runtime.cloudevents`, the
+  `kserve/README.md` contract): `io.income-bundle.drift` when a batch drifted,
+  `io.income-bundle.outlier` when a request had outlier rows, each naming the logged request in
+  `requestid`.
 The InferenceService's name stands where the Seldon source has the pipeline's. Only flagged
 requests produce detector events, so outlier scores are known for those requests only.
 """
@@ -16,7 +17,7 @@ requests produce detector events, so outlier scores are known for those requests
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,37 +27,37 @@ from cloudevents.core.exceptions import BaseCloudEventException
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 
-from income_bundle.monitoring.kafka_source import PipelineTaps
-from income_bundle.monitoring.store import DriftBatch, RequestRecord, StoreWrite
+from income_bundle.errors import ServingError
+from income_bundle.monitoring.records import (
+    DriftReading,
+    PipelineTaps,
+    RequestReading,
+    store_write,
+)
+from income_bundle.monitoring.store import StoreWrite
 
-__all__ = ["EVENT_TYPES", "EventError", "read_event", "translate_event"]
+__all__ = ["EVENT_TYPES", "SOURCE", "read_event", "translate_event"]
 
+SOURCE = "kserve-cloudevents"
 REQUEST_EVENT_TYPE = "org.kubeflow.serving.inference.request"  # pkg/logger/worker.go
 RESPONSE_EVENT_TYPE = "org.kubeflow.serving.inference.response"
-DRIFT_EVENT_TYPE = "io.income-bundle.drift"  # income_bundle.kserve.runtime
+DRIFT_EVENT_TYPE = "io.income-bundle.drift"  # income_bundle.runtime.cloudevents
 OUTLIER_EVENT_TYPE = "io.income-bundle.outlier"
 EVENT_TYPES = (REQUEST_EVENT_TYPE, RESPONSE_EVENT_TYPE, DRIFT_EVENT_TYPE, OUTLIER_EVENT_TYPE)
 _FORMAT = JSONFormat()
 
 
-class EventError(Exception):
-    """An event the monitor will not take: HTTP status and a message for the sender."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-
-
 def read_event(headers: Mapping[str, str], body: bytes) -> BaseCloudEvent:
-    """One CloudEvent from an HTTP request, binary or structured mode; EventError otherwise."""
+    """One CloudEvent from an HTTP request, binary or structured mode; a 4xx ServingError
+    otherwise."""
     headers = {k.lower(): v for k, v in headers.items()}
     content_type = headers.get("content-type", "").lower()
     if content_type.startswith("application/cloudevents-batch"):
-        raise EventError(415, "monitor: a batch of CloudEvents; expected one event per request")
+        raise ServingError(415, "monitor: a batch of CloudEvents; expected one event per request")
     if not content_type.startswith("application/cloudevents") and not any(
         name.startswith(ce_http.CE_PREFIX) for name in headers
     ):
-        raise EventError(
+        raise ServingError(
             400, "monitor: no ce-* headers and no structured Content-Type: not a CloudEvent"
         )
 
@@ -64,15 +65,15 @@ def read_event(headers: Mapping[str, str], body: bytes) -> BaseCloudEvent:
         # The SDK's constructor makes up a missing id; the id is the record's key, so refuse.
         for name in ("id", "type", "source", "specversion"):
             if not attributes.get(name):
-                raise EventError(400, f"monitor: the CloudEvent has no {name!r}")
+                raise ServingError(400, f"monitor: the CloudEvent has no {name!r}")
         return CloudEvent(attributes, data)
 
     try:
         event = ce_http.from_http(ce_http.HTTPMessage(headers, body), _FORMAT, received)
     except (BaseCloudEventException, ValueError, TypeError, AttributeError) as e:
-        raise EventError(400, f"monitor: the CloudEvent cannot be read ({e})") from e
+        raise ServingError(400, f"monitor: the CloudEvent cannot be read ({e})") from e
     if event.get_type() not in EVENT_TYPES:
-        raise EventError(
+        raise ServingError(
             400, f"monitor: ce-type {event.get_type()!r} is not one of {', '.join(EVENT_TYPES)}"
         )
     return event
@@ -84,76 +85,70 @@ def _data(event: BaseCloudEvent) -> dict[str, Any]:
         try:
             data = json.loads(data)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise EventError(400, f"monitor: event {event.get_id()}: data is not JSON ({e})") from e
+            raise ServingError(
+                400, f"monitor: event {event.get_id()}: data is not JSON ({e})"
+            ) from e
     if not isinstance(data, dict):
-        raise EventError(400, f"monitor: event {event.get_id()}: data is not a JSON object")
+        raise ServingError(400, f"monitor: event {event.get_id()}: data is not a JSON object")
     return data
 
 
-def _tensor(tensors: Any, name: str) -> np.ndarray | None:
+def _tensors(tensors: Any, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """The named tensors of a V2 JSON body's `inputs` or `outputs`, each in its shape."""
+    found = {}
     for tensor in tensors or []:
-        if isinstance(tensor, dict) and tensor.get("name") == name:
+        if isinstance(tensor, dict) and tensor.get("name") in names:
+            name = tensor["name"]
             try:
-                return np.asarray(tensor["data"], dtype=float).reshape(tensor["shape"])
+                found[name] = np.asarray(tensor["data"], dtype=float).reshape(tensor["shape"])
             except (KeyError, TypeError, ValueError) as e:
-                raise EventError(400, f"monitor: tensor {name!r} is malformed ({e})") from e
-    return None
+                raise ServingError(400, f"monitor: tensor {name!r} is malformed ({e})") from e
+    return found
+
+
+def _fields(event: BaseCloudEvent, data: dict[str, Any], names: Sequence[str]) -> dict:
+    """A detector's result fields (the detector's output tensors, as lists), those given."""
+    found = {}
+    for name in names:
+        value = data.get(name)
+        if value is None or value == []:
+            continue
+        try:
+            found[name] = np.asarray(value, dtype=float)
+        except (TypeError, ValueError) as e:
+            raise ServingError(
+                400, f"monitor: event {event.get_id()}: {name!r} is not numbers ({e})"
+            ) from e
+    return found
 
 
 def translate_event(event: BaseCloudEvent, taps: PipelineTaps | None = None) -> StoreWrite:
     """The record parts one event carries (see the module's docstring)."""
     taps = taps or PipelineTaps()
-    change = StoreWrite()
     service = event.get_extension("inferenceservicename")
     if not service:
-        raise EventError(400, f"monitor: event {event.get_id()} has no ce-inferenceservicename")
+        raise ServingError(400, f"monitor: event {event.get_id()} has no ce-inferenceservicename")
     data = _data(event)
     occurred = event.get_time()
     when = occurred.timestamp() if occurred else None
     kind = event.get_type()
     if kind == REQUEST_EVENT_TYPE:
-        rows = _tensor(data.get("inputs"), taps.features)
-        if rows is not None:
-            change.requests.append(
-                RequestRecord(
-                    event.get_id(),
-                    service,
-                    source="kserve-cloudevents",
-                    time=when,
-                    rows=rows.reshape(rows.shape[0], -1).tolist(),
-                )
-            )
+        inputs = _tensors(data.get("inputs"), [taps.features])
+        reading = RequestReading(event.get_id(), service, inputs, source=SOURCE, time=when)
     elif kind == RESPONSE_EVENT_TYPE:
-        predicted = _tensor(data.get("outputs"), taps.prediction)
-        if predicted is not None:
-            change.requests.append(
-                RequestRecord(
-                    event.get_id(), service, predicted=predicted.astype(int).ravel().tolist()
-                )
-            )
+        outputs = _tensors(data.get("outputs"), [taps.prediction])
+        reading = RequestReading(event.get_id(), service, outputs=outputs)
     else:
         request_id = data.get("requestid")
         if not isinstance(request_id, str) or not request_id:
-            raise EventError(400, f"monitor: event {event.get_id()}: no 'requestid' in its data")
+            raise ServingError(400, f"monitor: event {event.get_id()}: no 'requestid' in its data")
         if kind == OUTLIER_EVENT_TYPE:
-            change.requests.append(
-                RequestRecord(
-                    request_id,
-                    service,
-                    outlier_flags=[int(v) for v in data.get("is_outlier") or []] or None,
-                    outlier_scores=[float(v) for v in data.get("instance_score") or []] or None,
-                )
-            )
+            outputs = _fields(event, data, [taps.outlier_flag, taps.outlier_score])
+            reading = RequestReading(request_id, service, outputs=outputs)
         else:
-            change.drift_batches.append(
-                DriftBatch(
-                    request_id,
-                    service,
-                    time=when,
-                    is_drift=bool(data.get("is_drift")),
-                    p_values=[float(v) for v in data.get("p_val") or []] or None,
-                    threshold=data.get("threshold"),
-                    row_count=data.get("batch_rows"),
-                )
+            verdict = [taps.drift_verdict, taps.drift_p_values, taps.drift_threshold]
+            outputs = _fields(event, data, verdict)
+            reading = DriftReading(
+                request_id, service, outputs=outputs, time=when, row_count=data.get("batch_rows")
             )
-    return change
+    return store_write(taps, [reading])

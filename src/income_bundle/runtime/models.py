@@ -1,10 +1,9 @@
 """MLServer runtimes for the income model folders.
 
-Packaging copies this file into every artifact folder as `income_runtimes.py` (with
-`integrity.py` as `income_integrity.py`), and each
-`model-settings.json` names a class here (`income_runtimes.IncomeSKLearnRuntime`, ...). MLServer
-imports it from the model folder, here and in the cluster's `seldonio/mlserver` image alike, so it
-imports only what that image has: mlserver, its sklearn and alibi-detect runtimes, numpy, alibi.
+Each `model-settings.json` names a class here (`income_mlserver.runtime.models.IncomeSKLearnRuntime`,
+...): packaging copies this package with the core it uses into every model folder as
+`income_mlserver` (see income_bundle.runtime), and MLServer imports it from there, here and in the
+cluster's `seldonio/mlserver` image alike.
 
 Each runtime is a thin subclass of a stock one that adds what stock MLServer lacks:
 - `load()` refuses an artifact whose files do not match the sha256 in `metadata.json`, or that was
@@ -28,6 +27,8 @@ import os
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +41,11 @@ from mlserver_alibi_detect import AlibiDetectRuntime
 from mlserver_sklearn import SKLearnModel
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
-try:  # inside a model folder, beside this file
-    import income_integrity as integrity
-except ImportError:  # as part of the income_bundle package
-    from income_bundle import integrity
+from ..errors import ArtifactError, ServingError
+from ..v2.checks import TableCheck
+from ..v2.tensors import Tensor, flatten, from_json
+from .artifact import verify_artifact
+from .contract import ModelContract
 
 __all__ = [
     "ArtifactRefusedError",
@@ -51,6 +53,8 @@ __all__ = [
     "IncomeExplainerRuntime",
     "IncomeOutlierRuntime",
     "IncomeSKLearnRuntime",
+    "mlserver_errors",
+    "request_tensors",
 ]
 
 
@@ -59,6 +63,18 @@ class ArtifactRefusedError(MLServerError):
 
     def __init__(self, msg: str):
         super().__init__(msg, status_code=500)
+
+
+@contextlib.contextmanager
+def mlserver_errors() -> Iterator[None]:
+    """The bundle's errors raised as MLServer's own, which MLServer answers with their status:
+    a refused request (ServingError) keeps its status, a refused artifact is a 500 at load."""
+    try:
+        yield
+    except ServingError as e:
+        raise MLServerError(e.message, status_code=e.status) from e
+    except ArtifactError as e:
+        raise ArtifactRefusedError(str(e)) from e
 
 
 # The outlier threshold learnt at training is about 0.45 (mean squared reconstruction error).
@@ -83,16 +99,19 @@ def _output(response: InferenceResponse, name: str) -> np.ndarray | None:
     return None
 
 
-def request_tensors(payload: InferenceRequest) -> list[integrity.Tensor]:
-    """A request's inputs in the form `integrity.check_request` takes."""
+def request_tensors(model: str, payload: InferenceRequest) -> list[Tensor]:
+    """A request's inputs as the core's tensors, read as the gateway reads a JSON request's."""
     return [
-        integrity.Tensor(
-            tensor.name,
-            getattr(tensor.datatype, "value", tensor.datatype),
-            list(tensor.shape),
-            tensor.data.root,
+        from_json(
+            {
+                "name": tensor.name,
+                "datatype": getattr(tensor.datatype, "value", tensor.datatype),
+                "shape": list(tensor.shape),
+                "data": tensor.data.root,
+            },
+            f"model {model}: inputs[{index}]",
         )
-        for tensor in payload.inputs
+        for index, tensor in enumerate(payload.inputs)
     ]
 
 
@@ -111,48 +130,43 @@ def _drop_null_outputs(response: InferenceResponse) -> InferenceResponse:
     response.outputs = [
         output
         for output in response.outputs
-        if not all(value is None for value in integrity.flatten(output.data.root))
+        if not all(
+            value is None
+            for value in flatten(output.data.root, max(len(output.shape), 1), output.name)
+        )
     ]
     return response
 
 
 class _VerifiedArtifact:
-    """Mixin: verify the folder at load, and hold what the metadata says about the input."""
+    """Mixin: verify the folder at load, and check every request against the model's contract
+    (one [rows, features] table), as the gateway does."""
 
+    name: str
     _metadata: dict[str, Any]
+    _table: TableCheck
 
     def _verify(self) -> None:
         folder = Path(self._settings._source).parent  # type: ignore[attr-defined]
         self._folder = folder
-        try:
-            self._metadata = integrity.verify_artifact(folder, self.name)  # type: ignore[attr-defined]
-        except integrity.ArtifactIntegrityError as e:
-            raise ArtifactRefusedError(str(e)) from e
-        declared = self._settings.inputs or []  # type: ignore[attr-defined]
-        if len(declared) != 1 or len(declared[0].shape) != 2:
+        with mlserver_errors():
+            self._metadata = verify_artifact(folder, self.name)
+        self._table = self._declared_table(self._metadata)
+
+    def _declared_table(self, metadata: dict[str, Any]) -> TableCheck:
+        """The table check model-settings.json's inputs and the artifact's metadata declare."""
+        inputs = [tensor.model_dump(mode="json") for tensor in self._settings.inputs or []]  # type: ignore[attr-defined]
+        table = ModelContract.from_declaration(self.name, {"inputs": inputs}, metadata).table
+        if table is None:
             raise ArtifactRefusedError(
-                f"model {self.name}: model-settings.json must declare one input of shape "  # type: ignore[attr-defined]
+                f"model {self.name}: model-settings.json must declare one input of shape "
                 f"[-1, <features>]"
             )
-        self._width = int(declared[0].shape[1])
-        features = self._metadata.get("input_features") or {}
-        self._feature_names = features.get("names")
-        self._category_sizes = {
-            int(column): len(names)
-            for column, names in (features.get("category_map") or {}).items()
-        }
+        return table
 
     def _check(self, payload: InferenceRequest) -> np.ndarray:
-        try:
-            return integrity.check_request(
-                self.name,  # type: ignore[attr-defined]
-                request_tensors(payload),
-                self._width,
-                self._feature_names,
-                self._category_sizes,
-            )
-        except integrity.BadRequestError as e:
-            raise InferenceError(str(e)) from e
+        with mlserver_errors():
+            return self._table.check(request_tensors(self.name, payload))
 
 
 class IncomeSKLearnRuntime(_VerifiedArtifact, SKLearnModel):
@@ -295,7 +309,7 @@ class IncomeDriftRuntime(_VerifiedArtifact, AlibiDetectRuntime):
         threshold = _output(response, "threshold")
         if threshold is not None:
             metrics["threshold"].labels(self.name).set(float(threshold.ravel()[0]))
-        names = self._feature_names or [str(i) for i in range(self._width)]
+        names = self._table.feature_names or [str(i) for i in range(self._table.width)]
         for output, gauge in (("p_val", "p_value"), ("distance", "distance")):
             values = _output(response, output)
             if values is None:
