@@ -131,6 +131,7 @@ class KafkaBroker:
         partitions: int = 1,
         heap: str = "512m",
         ready_timeout_s: float = 120,
+        cluster_id: str | None = None,
     ) -> None:
         self.version = version
         self.port = port or _free_port()
@@ -138,6 +139,7 @@ class KafkaBroker:
         self.partitions = partitions
         self.heap = heap
         self.ready_timeout_s = ready_timeout_s
+        self.cluster_id = cluster_id  # None: a new random one at each start
         self.workdir: Path | None = None
         self._process: ServerProcess | None = None
 
@@ -188,10 +190,18 @@ class KafkaBroker:
         )
         (self.workdir / "log4j.properties").write_text(_LOG4J)
         # Kafka's cluster ids are 16 random bytes in URL-safe base64 without padding.
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = self.cluster_id or base64.urlsafe_b64encode(
+            uuid.uuid4().bytes
+        ).decode().rstrip("=")
         formatted = subprocess.run(
             self._java(
-                libs, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(properties)
+                # One argument: an id may start with "-", which argparse4j would read as a flag.
+                libs,
+                "kafka.tools.StorageTool",
+                "format",
+                f"--cluster-id={cluster_id}",
+                "-c",
+                str(properties),
             ),
             capture_output=True,
             text=True,
