@@ -88,9 +88,9 @@ def seldon_bundle(tmp_path_factory):
 @pytest.fixture(scope="session")
 def seldon(training_report, seldon_bundle, tmp_path_factory):
     """`income-bundle serve` in its own process: real MLServer behind the local gateway."""
-    from income_bundle.seldon.local import LocalSeldon, ServeConfig
+    from income_bundle.seldon.local import LocalSeldon, ServeSettings
 
-    config = ServeConfig(bundle_dir=seldon_bundle, state_dir=tmp_path_factory.mktemp("state"))
+    config = ServeSettings(bundle_dir=seldon_bundle, state_dir=tmp_path_factory.mktemp("state"))
     with LocalSeldon(config) as gateway:
         yield gateway
 

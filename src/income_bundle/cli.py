@@ -13,13 +13,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import CliPositionalArg, SettingsConfigDict
 
 from income_bundle import quiet
 from income_bundle.errors import BundleError
 from income_bundle.paths import project_root
-from income_bundle.seldon.local import ServeSettings
+from income_bundle.seldon.local import ServeSettings, default_state_dir
 from income_bundle.settings_cli import (
     CommandParser,
     CommandSettings,
@@ -94,6 +94,14 @@ class FeedbackSettings(CommandSettings):
     )
     file: Path | None = Field(
         None, description='JSON Lines of {"id": ..., "truth": [...]} instead of --id and --truth'
+    )
+    token: SecretStr | None = Field(
+        None, description="the monitor's feedback token (default: read from --token-file)"
+    )
+    token_file: Path = Field(
+        default_factory=lambda: default_state_dir() / "feedback-token",
+        description="where 'income-bundle serve' wrote the token (a cluster's: see "
+        "docs/monitoring.md)",
     )
 
     @model_validator(mode="after")
@@ -318,13 +326,12 @@ def _cmd_serve(settings: ServeSettings) -> int:
     return 0
 
 
-def _post_json(url: str, body: dict) -> tuple[int, dict]:
+def _post_json(url: str, body: dict, token: str) -> tuple[int, dict]:
     import urllib.error
     import urllib.request
 
-    request = urllib.request.Request(
-        url, json.dumps(body).encode(), {"Content-Type": "application/json"}, method="POST"
-    )
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    request = urllib.request.Request(url, json.dumps(body).encode(), headers, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read())
@@ -336,6 +343,18 @@ def _cmd_feedback(settings: FeedbackSettings) -> int:
     import urllib.error
 
     url = f"{settings.url.rstrip('/')}/v2/pipelines/{settings.pipeline}/feedback"
+    if settings.token is not None:
+        token = settings.token.get_secret_value()
+    else:
+        try:
+            token = settings.token_file.read_text().strip()
+        except OSError as e:
+            print(
+                f"error: no feedback token at {settings.token_file} ({e.strerror}); give "
+                "--token-file or --token (INCOME_FEEDBACK_TOKEN)",
+                file=sys.stderr,
+            )
+            return 2
     if settings.file:
         entries = []
         for number, line in enumerate(settings.file.read_text().splitlines(), 1):
@@ -351,7 +370,7 @@ def _cmd_feedback(settings: FeedbackSettings) -> int:
     failed = 0
     for entry in entries:
         try:
-            status, body = _post_json(url, entry)
+            status, body = _post_json(url, entry, token)
         except urllib.error.URLError as e:
             print(f"error: no monitor at {settings.url} ({e.reason})", file=sys.stderr)
             return 1

@@ -34,7 +34,7 @@ from income_bundle.client import V2Client, inspect
 from income_bundle.data import FEATURE_NAMES
 from income_bundle.errors import BundleError
 from income_bundle.paths import artifact_dir, project_root, scenario_dir
-from income_bundle.seldon.local import LocalSeldon, ServeConfig
+from income_bundle.seldon.local import LocalSeldon, ServeSettings
 from income_bundle.training import IRIS_REQUEST, train
 
 __all__ = ["ALERTS", "PIPELINE", "DemoError", "format_table", "run_demo", "run_scenario"]
@@ -376,7 +376,7 @@ def run_demo(protocol: str = "rest", monitor: bool = False) -> list[dict]:
         # A fresh state dir, so the labelling summary is this run's.
         state_dir = project_root() / "build" / "demo-state"
         shutil.rmtree(state_dir, ignore_errors=True)
-        seldon = stack.enter_context(LocalSeldon(ServeConfig(state_dir=state_dir)))
+        seldon = stack.enter_context(LocalSeldon(ServeSettings(state_dir=state_dir)))
         watching, receiver = _start_monitoring(stack, seldon) if monitor else (None, None)
         print(
             f"[demo] local Seldon ready in {time.perf_counter() - started:.1f} s: "

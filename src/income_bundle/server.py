@@ -13,7 +13,7 @@ from pathlib import Path
 from income_bundle import quiet
 from income_bundle.errors import BundleError
 from income_bundle.paths import ARTIFACT_FOLDERS, artifact_dir
-from income_bundle.process import ServerProcess, http_ok
+from income_bundle.process import ServerProcess, http_ok, run_temp_dir
 
 __all__ = ["MLServer", "MLServerError", "free_port", "stage_repository"]
 
@@ -106,7 +106,7 @@ class MLServer:
 
     def start(self) -> MLServer:
         preflight()
-        self._workdir = tempfile.TemporaryDirectory(prefix="income-mlserver-")
+        self._workdir = run_temp_dir("income-mlserver-")
         repository = stage_repository(Path(self._workdir.name) / "models", self.models)
         self.http_port = self.http_port or free_port(self.host)
         self.grpc_port = self.grpc_port or free_port(self.host)

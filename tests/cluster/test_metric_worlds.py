@@ -181,10 +181,10 @@ def local_world() -> World:
     """MonitoringStack's scrape jobs for a LocalSeldon (not started: only its addresses are
     read), each target mapped to the component behind that address."""
     from income_bundle.seldon.bundle import load_bundle
-    from income_bundle.seldon.local import LocalSeldon, ServeConfig
+    from income_bundle.seldon.local import LocalSeldon, ServeSettings
     from income_bundle_dev.monitoring_stack import MonitoringStack
 
-    seldon = LocalSeldon(ServeConfig())
+    seldon = LocalSeldon(ServeSettings())
     stack = MonitoringStack.on_free_ports(seldon, "http://127.0.0.1:9/alerts")
     bundle = load_bundle(ROOT / "seldon-examples", ROOT)
     served = [model.local_folder(ROOT) / "model-settings.json" for model in bundle.models.values()]

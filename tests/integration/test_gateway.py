@@ -221,9 +221,9 @@ def test_invalid_bundle_refuses_to_start_and_lists_every_problem(tmp_path, seldo
 @pytest.fixture
 def impatient_seldon(training_report, seldon_bundle):
     """A second gateway with a 1 s step timeout, stopped (and its MLServer killed) by its test."""
-    from income_bundle.seldon.local import LocalSeldon, ServeConfig
+    from income_bundle.seldon.local import LocalSeldon, ServeSettings
 
-    config = ServeConfig(bundle_dir=seldon_bundle, step_timeout_s=1.0, state_dir=None)
+    config = ServeSettings(bundle_dir=seldon_bundle, step_timeout_s=1.0, state_dir=None)
     with LocalSeldon(config) as gateway:
         yield gateway
 

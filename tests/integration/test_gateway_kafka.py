@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 
 from income_bundle.client import inspect
-from income_bundle.monitoring.service import wait_until_written
+from income_bundle.monitoring.service import TOKEN_FILE, feedback_token, wait_until_written
 from income_bundle.monitoring.store import SqliteStore
-from income_bundle.seldon.local import STORE_FILE, LocalSeldon, ServeConfig
+from income_bundle.seldon.local import STORE_FILE, LocalSeldon, ServeSettings
 from income_bundle_dev.kafka_broker import KafkaBroker, missing_tools
 from tests.integration.test_kafka_monitor import free_port, kafka_lag, start_monitor, wait_for
 
@@ -82,12 +82,11 @@ def labelling(url: str) -> list[dict]:
     return sorted(rows, key=lambda r: (r["reason"], r["request_id"], r["row"]))
 
 
-def send_feedback(url: str, ids: list[str], truth: dict, errors: list[str]) -> None:
+def send_feedback(url: str, token: str, ids: list[str], truth: dict, errors: list[str]) -> None:
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
     for request_id in ids:
         body = json.dumps({"id": request_id, "truth": truth[request_id][0]}).encode()
-        request = urllib.request.Request(
-            f"{url}/v2/pipelines/{PIPELINE}/feedback", body, {"Content-Type": "application/json"}
-        )
+        request = urllib.request.Request(f"{url}/v2/pipelines/{PIPELINE}/feedback", body, headers)
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
                 if json.loads(response.read())["duplicate"]:
@@ -115,7 +114,7 @@ def feedback_totals(url: str) -> tuple[float, float]:
 def test_gateway_topics_read_by_the_kafka_monitor_match_the_local_monitor(
     kafka, scenario, tmp_path
 ):
-    config = ServeConfig(
+    config = ServeSettings(
         state_dir=tmp_path / "local", kafka_bootstrap=kafka.bootstrap, kafka_namespace=NAMESPACE
     )
     store_path = tmp_path / "kafka-monitor.sqlite"
@@ -177,10 +176,17 @@ def test_gateway_topics_read_by_the_kafka_monitor_match_the_local_monitor(
             local_rows = labelling(seldon.monitor_url)
             kafka_rows = labelling(f"http://127.0.0.1:{port}")
             # Ground truth for every request, from 8 clients, to both monitors.
-            monitors = [seldon.monitor_url, f"http://127.0.0.1:{port}"]
+            # Each monitor's token: serve's in its state dir, the process's beside its store.
+            tokens = {
+                seldon.monitor_url: seldon.feedback_token,
+                f"http://127.0.0.1:{port}": feedback_token(store_path.parent / TOKEN_FILE),
+            }
+            monitors = list(tokens)
             ids = sorted(truth)
             feedback_threads = [
-                threading.Thread(target=send_feedback, args=(url, ids[i::CLIENTS], truth, errors))
+                threading.Thread(
+                    target=send_feedback, args=(url, tokens[url], ids[i::CLIENTS], truth, errors)
+                )
                 for url in monitors
                 for i in range(CLIENTS)
             ]

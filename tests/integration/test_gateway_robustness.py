@@ -201,14 +201,11 @@ REST_CASES = [
     ("nested-beyond-shape", "income", body(tensor([[ROW]], [1, 12])), 400, "shape's 2 dimensions"),
     ("nested-too-deep-for-json", "income", deep_body(5000), 400, "not JSON"),
     # Shapes and numbers.
-    (
-        "huge-shape-tiny-data",
-        PIPELINE,
-        body(tensor(ROW, [10**12, 12])),
-        400,
-        "needs 12000000000000",
-    ),
-    ("huge-shape-model", "income-drift", body(tensor(ROW, [2**62, 12])), 400, "but carries 12"),
+    # Over the row limit: refused from the shape alone, before the data is looked at.
+    ("huge-shape-tiny-data", PIPELINE, body(tensor(ROW, [10**12, 12])), 413, "at most 100000"),
+    ("huge-shape-model", "income-drift", body(tensor(ROW, [2**62, 12])), 413, "rows per request"),
+    ("shape-tiny-data", PIPELINE, body(tensor(ROW, [1000, 12])), 400, "needs 12000"),
+    ("shape-tiny-data-model", "income-drift", body(tensor(ROW, [1000, 12])), 400, "but carries 12"),
     ("shape-beyond-int64", "income", body(tensor(ROW, [10**30, 12])), 400, "non-negative integers"),
     ("fp32-overflow", "income", body(tensor(row_with(0, 1e39), [1, 12])), 400, "(FP32)"),
     ("fp16-overflow", PIPELINE, body(tensor(row_with(8, 70000), [1, 12], "FP16")), 400, "FP16"),
@@ -449,8 +446,15 @@ GRPC_CASES = [
         "huge-shape-tiny-data",
         PIPELINE,
         grpc_request(tensor(ROW, [10**12, 12])),
+        "RESOURCE_EXHAUSTED",
+        "1000000000000 rows",
+    ),
+    (
+        "shape-tiny-data",
+        PIPELINE,
+        grpc_request(tensor(ROW, [1000, 12])),
         "INVALID_ARGUMENT",
-        "needs 12000000000000 values",
+        "needs 12000 values",
     ),
 ]
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from income_bundle.monitoring.store import SqliteStore
-from income_bundle.seldon.local import STORE_FILE, LocalSeldon, ServeConfig
+from income_bundle.seldon.local import STORE_FILE, LocalSeldon, ServeSettings
 from tests.integration.test_gateway_kafka import PIPELINE, infer
 
 CLIENTS = 8
@@ -25,7 +25,7 @@ CLIENTS = 8
 def test_a_crash_loses_only_the_newest_hand_overs_and_no_record_is_partial(
     training_report, scenario, tmp_path
 ):
-    config = ServeConfig(state_dir=tmp_path / "state")
+    config = ServeSettings(state_dir=tmp_path / "state")
     timeline: dict[str, tuple[float, float, int]] = {}  # id -> (sent, answered, rows)
     lock = threading.Lock()
     crashed = threading.Event()

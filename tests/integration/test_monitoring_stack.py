@@ -81,7 +81,10 @@ class Traffic:
                 self.errors.append(f"model {status}: {answer_model}")
             truth = {"id": answer["id"], "truth": data.y[rows].astype(int).tolist()}
             status, answer = self._post(
-                f"/v2/pipelines/{PIPELINE}/feedback", truth, url=self.seldon.monitor_url
+                f"/v2/pipelines/{PIPELINE}/feedback",
+                truth,
+                {"Authorization": f"Bearer {self.seldon.feedback_token}"},
+                url=self.seldon.monitor_url,
             )
             if status != 200:
                 self.errors.append(f"feedback {status}: {answer}")
@@ -101,11 +104,11 @@ class Traffic:
 @pytest.fixture(scope="module")
 def watched(training_report, tmp_path_factory):
     """A gateway of its own, Prometheus and Alertmanager on free ports, and the webhook."""
-    from income_bundle.seldon.local import LocalSeldon, ServeConfig
+    from income_bundle.seldon.local import LocalSeldon, ServeSettings
 
     state = tmp_path_factory.mktemp("watched-state")
     with (
-        LocalSeldon(ServeConfig(state_dir=state)) as seldon,
+        LocalSeldon(ServeSettings(state_dir=state)) as seldon,
         AlertReceiver() as receiver,
         MonitoringStack.on_free_ports(seldon, receiver.url, scrape_interval=SCRAPE) as stack,
     ):

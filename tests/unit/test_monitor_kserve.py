@@ -176,7 +176,7 @@ def test_logger_and_detector_events_become_records_feedback_and_labelling(served
                 {"inputs": [{"name": "predict", "shape": [2, 12], "data": [1]}]},
             ),
             400,
-            b"malformed",
+            b"shape [2, 12] holds 24 values",
         ),
         (
             detector_event(kserve.OUTLIER_EVENT_TYPE, "", "income-outlier", {}),

@@ -3,6 +3,7 @@ source makes, written off the caller's thread, in order, and flushed on demand."
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 
 import numpy as np
@@ -11,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from income_bundle.monitoring.labelling import LabellingSchema, labelling_rows
 from income_bundle.monitoring.records import PipelineTaps
 from income_bundle.monitoring.sources.local import SOURCE, GatewaySource
-from income_bundle.monitoring.store import SqliteStore
+from income_bundle.monitoring.store import SqliteStore, StoreMetrics
 from income_bundle.seldon.engine import StepResult
 from income_bundle.v2.tensors import Tensor
 
@@ -127,10 +128,13 @@ def test_hand_overs_return_before_the_store_writes(tmp_path):
 def test_a_full_queue_drops_and_counts_instead_of_blocking(tmp_path):
     store = SqliteStore(tmp_path / "monitor.sqlite")
     registry = CollectorRegistry()
+    registry.register(StoreMetrics(store))
     source = GatewaySource(store, [TAPS], max_pending=5, registry=registry)
 
     def dropped() -> float:
-        return registry.get_sample_value("income_monitor_dropped_writes_total")
+        return registry.get_sample_value(
+            "income_monitor_dropped_writes_total", {"reason": "queue_full"}
+        )
 
     rows = np.zeros((1, 12))
     with store._lock:
@@ -156,3 +160,29 @@ def test_close_writes_what_is_queued(tmp_path):
     reopened = SqliteStore(path)
     assert len(reopened.requests(TAPS.pipeline)) == 50
     reopened.close()
+
+
+def test_hand_overs_the_store_refuses_are_counted_as_write_failed(tmp_path):
+    # Nothing asks again for a local hand-over, so a refused write is counted here, with its
+    # reason (the Kafka source and the CloudEvents route let the sender deliver again instead).
+    path = tmp_path / "monitor.sqlite"
+    store = SqliteStore(path, busy_timeout_s=0.05)
+    registry = CollectorRegistry()
+    registry.register(StoreMetrics(store))
+    source = GatewaySource(store, [TAPS], registry=registry)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")  # another writer holds the database, as a failing disk would
+    hand_over(source, "refused", np.zeros((2, 12)), [0, 1])
+    assert source.flush(30)
+    assert (
+        registry.get_sample_value("income_monitor_dropped_writes_total", {"reason": "write_failed"})
+        == 1
+    )
+    assert not store.writable
+    other.execute("ROLLBACK")
+    other.close()
+    hand_over(source, "kept", np.zeros((1, 12)), [0])
+    assert source.flush(30)
+    assert [r.request_id for r in store.requests(TAPS.pipeline)] == ["kept"]
+    source.close()
+    store.close()

@@ -432,7 +432,7 @@ def _ratios(results: list[dict]) -> dict:
 
 def measure(levels: list[int], parallel_workers: int = 2, adaptive_batching: bool = True) -> dict:
     """Start the local Seldon stack, run the sweep against it and its MLServer, stop it."""
-    from income_bundle.seldon.local import LocalSeldon, ServeConfig
+    from income_bundle.seldon.local import LocalSeldon, ServeSettings
     from income_bundle.training import train
 
     train()
@@ -440,7 +440,7 @@ def measure(levels: list[int], parallel_workers: int = 2, adaptive_batching: boo
     with (
         tempfile.TemporaryDirectory(prefix="income-benchmark-") as state,
         LocalSeldon(
-            ServeConfig(parallel_workers=parallel_workers, state_dir=Path(state))
+            ServeSettings(parallel_workers=parallel_workers, state_dir=Path(state))
         ) as seldon,
     ):
         mlserver_url = _mlserver_url(seldon)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -104,7 +105,8 @@ def _row(
             label = record.predicted[index]
             prediction = schema.class_names[label] if label < len(schema.class_names) else label
         if record.outlier_scores is not None and index < len(record.outlier_scores):
-            score = f"{record.outlier_scores[index]:.6g}"
+            value = record.outlier_scores[index]
+            score = f"{value:.6g}" if math.isfinite(value) else ""
         if record.outlier_flags is not None and index < len(record.outlier_flags):
             flag = record.outlier_flags[index]
     values = [
@@ -169,27 +171,46 @@ def labelling_rows(
 FORMATS = ("csv", "jsonl", "parquet")
 
 
+def _finite(value: Any) -> Any:
+    """A NaN or an infinity is written as missing: JSON has no word for them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _arrow_column(values: list[Any]):
+    """One Parquet column: integers, numbers or text, whichever holds every value given (a
+    missing value, "" or None, is null in a column of numbers)."""
+    import pyarrow as pa
+
+    given = [v for v in values if v is not None and v != ""]
+    if given and all(isinstance(v, int) and -(2**63) <= v < 2**63 for v in given):
+        return pa.array([None if v is None or v == "" else int(v) for v in values], pa.int64())
+    if given and all(isinstance(v, int | float) for v in given):
+        return pa.array([None if v is None or v == "" else float(v) for v in values], pa.float64())
+    return pa.array([None if v is None else str(v) for v in values], pa.string())
+
+
 def write_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str) -> bytes:
-    """CSV (with a header), JSON Lines, or Parquet (column types inferred from the rows; with no
-    rows, every named column as a string)."""
+    """CSV (with a header), JSON Lines, or Parquet (each column integers, numbers or text, as its
+    values allow; with no rows, every named column as text). A NaN or an infinity is written as
+    missing: empty in CSV, null in JSON Lines and Parquet."""
+    names = list(columns) or (list(rows[0]) if rows else [])
+    rows = [{name: _finite(row.get(name)) for name in names} for row in rows]
     if fmt == "jsonl":
-        return "".join(json.dumps(row) + "\n" for row in rows).encode()
+        return "".join(json.dumps(row, allow_nan=False) + "\n" for row in rows).encode()
     if fmt == "parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        names = list(columns) or (list(rows[0]) if rows else [])
-        if rows:
-            table = pa.Table.from_pylist([{name: row.get(name) for name in names} for row in rows])
-        else:
-            table = pa.table({name: pa.array([], pa.string()) for name in names})
+        table = pa.table({name: _arrow_column([row[name] for row in rows]) for name in names})
         out = io.BytesIO()
         pq.write_table(table, out)
         return out.getvalue()
     if fmt != "csv":
         raise ValueError(f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}")
     out = io.StringIO()
-    writer = csv.DictWriter(out, columns)
+    writer = csv.DictWriter(out, names)
     writer.writeheader()
     writer.writerows(rows)
     return out.getvalue().encode()

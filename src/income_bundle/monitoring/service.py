@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hmac
 import json
 import logging
+import os
+import secrets
 import signal
 import socket
 import threading
@@ -28,14 +31,27 @@ from prometheus_client.core import CounterMetricFamily
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from income_bundle.errors import BundleError, ServingError
 from income_bundle.monitoring.feedback import FeedbackMetrics, FeedbackTracker, parse_labels
 from income_bundle.monitoring.labelling import REASONS, LabellingSchema, labelling_rows, write_rows
-from income_bundle.monitoring.store import RecordStore, SqliteStore
+from income_bundle.monitoring.store import RecordStore, SqliteStore, StoreMetrics
+from income_bundle.monitoring.validation import (
+    CheckedStore,
+    DriftEventData,
+    FeedbackBody,
+    LabellingQuery,
+    OutlierEventData,
+    TrafficQuery,
+    check_logger_data,
+    parse_json,
+    parse_model,
+)
 from income_bundle.paths import project_root
 from income_bundle.settings_cli import CommandSettings, parse_settings
 
@@ -45,6 +61,7 @@ __all__ = [
     "MonitorSettings",
     "build_app",
     "classifier_info",
+    "feedback_token",
     "main",
     "open_store",
     "traffic_window",
@@ -52,6 +69,11 @@ __all__ = [
 ]
 
 DEFAULT_WINDOW_ROWS = 500
+# Far above a logger event of a few hundred rows; nothing larger is read.
+MAX_BODY_BYTES = 4 << 20
+# A client that declares a body has this long to send all of it.
+BODY_READ_TIMEOUT_S = 10.0
+TOKEN_FILE = "feedback-token"  # beside the store, unless --token-file says otherwise
 MEDIA_TYPES = {
     "csv": "text/csv",
     "jsonl": "application/x-ndjson",
@@ -101,17 +123,20 @@ class Monitor:
         window_rows: int = DEFAULT_WINDOW_ROWS,
         settle: Callable[[float], object] | None = None,
     ) -> None:
+        self.registry = registry or CollectorRegistry()
         self.store = store
+        # What is read back is validated: a bad row is set aside, never served or aggregated.
+        self.checked = CheckedStore(store)
+        self.registry.register(StoreMetrics(store))  # dropped writes by reason, writability
         # Waits until a source's pending writes are in the store (the local source's `flush`).
         self.settle = settle
         self.pipelines = pipelines
-        self.registry = registry or CollectorRegistry()
         self.trackers: dict[str, FeedbackTracker] = {}
         self._window_lock = threading.Lock()
         for pipeline, info in pipelines.items():
             tracker = FeedbackTracker(info.class_names, info.reference_shares, window_rows)
             # The window survives a restart: it is the newest labelled rows in the store.
-            for record in store.labelled(pipeline, window_rows):
+            for record in self.checked.labelled(pipeline, window_rows):
                 if record.truth and record.predicted:
                     tracker.add(record.truth, record.predicted)
             self.trackers[pipeline] = tracker
@@ -129,25 +154,24 @@ class Monitor:
             registry=r,
         )
         r.register(_LabellingCollector(self))
+        r.register(self.checked)  # after the collector that reads every row at scrape time
 
     def _publish(self, pipeline: str) -> None:
         self.feedback_metrics.publish(pipeline, self.trackers[pipeline].stats())
 
-    def feedback(self, pipeline: str, request_id: object, truth: object) -> dict[str, Any]:
+    def feedback(
+        self, pipeline: str, request_id: str, truth: Sequence[int | str]
+    ) -> dict[str, Any]:
         """Record the true labels of one request's rows; idempotent for the same labels."""
         where = f"pipeline {pipeline} feedback"
         info = self.pipelines.get(pipeline)
         if info is None:
             known = ", ".join(sorted(self.pipelines)) or "none"
             raise ServingError(404, f"{where}: this monitor watches no such pipeline ({known})")
-        if not isinstance(request_id, str) or not request_id:
-            raise ServingError(
-                400, f"{where}: 'id' must be the request id (the x-request-id of the response)"
-            )
-        record = self.store.request(request_id)
+        record = self.checked.request(request_id)
         if record is None and self.settle is not None:
             self.settle(5.0)  # a request answered a moment ago may still be on its way
-            record = self.store.request(request_id)
+            record = self.checked.request(request_id)
         if record is None or record.pipeline != pipeline:
             raise ServingError(
                 404,
@@ -193,7 +217,7 @@ class Monitor:
         }
 
     def _truth(self, request_id: str) -> list[int] | None:
-        record = self.store.request(request_id)
+        record = self.checked.request(request_id)
         return record.truth if record else None
 
     def schema(self, pipeline: str) -> LabellingSchema:
@@ -204,12 +228,12 @@ class Monitor:
         self, pipeline: str, reasons: Sequence[str] = REASONS
     ) -> tuple[list[str], list[dict[str, Any]]]:
         schema = self.schema(pipeline)
-        return schema.columns, labelling_rows(self.store, pipeline, schema, reasons)
+        return schema.columns, labelling_rows(self.checked, pipeline, schema, reasons)
 
     def traffic(
         self, pipeline: str, since: float | None = None, until: float | None = None
     ) -> list[dict[str, Any]]:
-        return traffic_window(self.store, pipeline, since, until)
+        return traffic_window(self.checked, pipeline, since, until)
 
 
 def traffic_window(
@@ -285,11 +309,106 @@ class _LabellingCollector:
 
 async def _answer_error(_: Request, error: ServingError) -> Response:
     """Every refusal of the monitor's API, in one place, as the gateway answers its own."""
-    return JSONResponse({"error": error.message}, status_code=error.status)
+    headers = {}
+    if error.status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="income-monitor"'
+    if error.status in (408, 413):  # the rest of the body is not read: the connection cannot go on
+        headers["Connection"] = "close"
+    return JSONResponse({"error": error.message}, status_code=error.status, headers=headers)
 
 
-def build_app(monitor: Monitor) -> Starlette:
-    """The monitor's HTTP API (see the README's monitoring section)."""
+class _BoundedBodies:
+    """At most `max_bytes` of body, all of it within `read_timeout_s`: a declared Content-Length
+    over the limit is a 413 before anything is read, a chunked body is cut off at the limit
+    (413), and a client that stops sending is answered 408. Raised as ServingError from
+    `receive`, so the app's one error handler answers."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, read_timeout_s: float) -> None:
+        self.app, self.max_bytes, self.read_timeout_s = app, max_bytes, read_timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            error = (
+                ServingError(400, f"Content-Length {declared.decode('latin-1')!r} is not a size")
+                if not declared.isdigit()
+                else self._too_large()
+            )
+            response = await _answer_error(Request(scope), error)
+            await response(scope, receive, send)
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.read_timeout_s
+        received = 0
+
+        async def bounded_receive() -> Message:
+            nonlocal received
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise ServingError(
+                    408, f"the request body did not arrive within {self.read_timeout_s:g} s"
+                ) from None
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise self._too_large()
+            return message
+
+        await self.app(scope, bounded_receive, send)
+
+    def _too_large(self) -> ServingError:
+        return ServingError(413, f"the request body is larger than {self.max_bytes} bytes")
+
+
+def feedback_token(path: Path) -> str:
+    """The bearer token feedback must carry: read from `path`, or generated into it (mode 0600)
+    when there is none yet."""
+    path = Path(path)
+    try:
+        token = path.read_text().strip()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        token = secrets.token_urlsafe(32)
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process wrote it first: that one is the token
+            return path.read_text().strip()
+        with os.fdopen(descriptor, "w") as out:
+            out.write(token + "\n")
+        return token
+    if not token:
+        raise BundleError(f"{path}: the feedback token file is empty")
+    return token
+
+
+def _query(request: Request) -> dict[str, Any]:
+    """The query string as a dict: repeated names as lists (only `reason` may repeat)."""
+    query: dict[str, Any] = {}
+    for name, value in request.query_params.multi_items():
+        if name == "reason":
+            query.setdefault(name, []).append(value)
+        else:
+            query[name] = value
+    return query
+
+
+def build_app(
+    monitor: Monitor,
+    feedback_token: str | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    read_timeout_s: float = BODY_READ_TIMEOUT_S,
+) -> Starlette:
+    """The monitor's HTTP API (docs/monitoring.md; its OpenAPI document at /openapi.json).
+
+    Feedback changes what monitoring reports, so it needs `Authorization: Bearer
+    <feedback_token>` (without a token, feedback is refused: 403). The CloudEvents ingress is
+    guarded by where it listens instead (loopback locally; in the clusters a NetworkPolicy that
+    admits only the Knative broker), as Knative's delivery carries no credentials of ours."""
+    expected = f"Bearer {feedback_token}".encode() if feedback_token else None
 
     def pipeline_of(request: Request) -> str:
         pipeline = request.path_params["pipeline"]
@@ -300,57 +419,71 @@ def build_app(monitor: Monitor) -> Starlette:
 
     async def feedback(request: Request) -> Response:
         pipeline = request.path_params["pipeline"]
-        try:
-            body = await request.json()
-        except ValueError as e:
+        where = f"pipeline {pipeline} feedback"
+        if expected is None:
+            raise ServingError(403, f"{where}: this monitor was started without a feedback token")
+        given = request.headers.get("authorization", "").encode("latin-1", "replace")
+        if not hmac.compare_digest(given, expected):
             raise ServingError(
-                400, f"pipeline {pipeline} feedback: the body is not JSON ({e})"
-            ) from e
-        if not isinstance(body, dict):
-            raise ServingError(
-                400,
-                f"pipeline {pipeline} feedback: the body must be a JSON object "
-                '{"id": "<x-request-id>", "truth": [one label per row]}',
+                401,
+                f"{where}: needs 'Authorization: Bearer <token>' with the monitor's feedback "
+                "token ('income-bundle feedback' reads it from the state dir)",
             )
-        answer = await asyncio.to_thread(
-            monitor.feedback, pipeline, body.get("id"), body.get("truth")
+        body = parse_model(
+            where,
+            FeedbackBody,
+            parse_json(where, await request.body()),
+            'expected {"id": "<x-request-id of the answer>", "truth": [one label per row]}',
         )
+        answer = await asyncio.to_thread(monitor.feedback, pipeline, body.id, body.truth)
         return JSONResponse(answer)
 
     async def labelling(request: Request) -> Response:
         pipeline = pipeline_of(request)
-        fmt = request.query_params.get("format", "csv")
-        if fmt not in MEDIA_TYPES:
-            raise ServingError(
-                400, f"labelling: format {fmt!r} is not one of {', '.join(MEDIA_TYPES)}"
-            )
-        reasons = request.query_params.getlist("reason") or list(REASONS)
-        if unknown := sorted(set(reasons) - set(REASONS)):
-            raise ServingError(
-                400, f"labelling: reason {unknown[0]!r} is not one of {', '.join(REASONS)}"
-            )
+        query = parse_model("labelling: the query", LabellingQuery, _query(request))
+        reasons = query.reason or list(REASONS)
         columns, rows = await asyncio.to_thread(monitor.labelling, pipeline, reasons)
-        return Response(write_rows(rows, columns, fmt), media_type=MEDIA_TYPES[fmt])
+        return Response(
+            write_rows(rows, columns, query.format), media_type=MEDIA_TYPES[query.format]
+        )
 
     async def traffic(request: Request) -> Response:
         pipeline = pipeline_of(request)
-        bounds: dict[str, float | None] = {}
-        for name in ("since", "until"):
-            text = request.query_params.get(name)
-            try:
-                bounds[name] = float(text) if text is not None else None
-            except ValueError as e:
-                raise ServingError(
-                    400, f"traffic: {name}={text!r} is not a Unix time in seconds"
-                ) from e
-        lines = await asyncio.to_thread(monitor.traffic, pipeline, **bounds)
+        query = parse_model("traffic: the query", TrafficQuery, _query(request))
+        lines = await asyncio.to_thread(monitor.traffic, pipeline, query.since, query.until)
         return Response(write_rows(lines, [], "jsonl"), media_type=MEDIA_TYPES["jsonl"])
 
     async def cloudevents(request: Request) -> Response:
         """KServe's logger and the detectors' results, through Knative Triggers."""
-        from income_bundle.monitoring.sources.kserve import SOURCE, read_event, translate_event
+        from income_bundle.monitoring.records import PipelineTaps
+        from income_bundle.monitoring.sources.kserve import (
+            DRIFT_EVENT_TYPE,
+            OUTLIER_EVENT_TYPE,
+            REQUEST_EVENT_TYPE,
+            SOURCE,
+            read_event,
+            translate_event,
+        )
 
-        change = translate_event(read_event(dict(request.headers), await request.body()))
+        body = await request.body()
+        if body:
+            parse_json("monitor: the CloudEvent", body)  # bounded nesting before the SDK reads it
+        event = read_event(dict(request.headers), body)
+        where = f"monitor: event {event.get_id()} ({event.get_type()})"
+        data = event.get_data()
+        if isinstance(data, bytes | str):
+            data = parse_json(where, data.encode() if isinstance(data, str) else data)
+        taps = PipelineTaps()
+        kind = event.get_type()
+        if kind == DRIFT_EVENT_TYPE:
+            parse_model(where, DriftEventData, data)
+        elif kind == OUTLIER_EVENT_TYPE:
+            parse_model(where, OutlierEventData, data)
+        elif kind == REQUEST_EVENT_TYPE:
+            check_logger_data(where, data, "inputs", taps.features)
+        else:
+            check_logger_data(where, data, "outputs", taps.prediction)
+        change = translate_event(event, taps)
         await asyncio.to_thread(monitor.store.write, change)
         monitor.messages.labels(SOURCE).inc()
         # Knative: 202 with no body is "delivered, no reply".
@@ -361,7 +494,11 @@ def build_app(monitor: Monitor) -> Starlette:
         return Response(body, media_type="text/plain; version=0.0.4")
 
     async def ready(_: Request) -> Response:
-        return JSONResponse({"ready": True})
+        writable = monitor.store.writable  # False while the store refuses writes
+        return JSONResponse({"ready": writable}, status_code=200 if writable else 503)
+
+    async def openapi(_: Request) -> Response:
+        return JSONResponse(openapi_document())
 
     return Starlette(
         routes=[
@@ -371,9 +508,151 @@ def build_app(monitor: Monitor) -> Starlette:
             Route("/cloudevents", cloudevents, methods=["POST"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/ready", ready, methods=["GET"]),
+            Route("/openapi.json", openapi, methods=["GET"]),
         ],
-        exception_handlers={ServingError: _answer_error},
+        middleware=[
+            Middleware(_BoundedBodies, max_bytes=max_body_bytes, read_timeout_s=read_timeout_s)
+        ],
+        exception_handlers={ServingError: _answer_error, 404: _not_found, 405: _not_allowed},
     )
+
+
+async def _not_found(request: Request, _: Exception) -> Response:
+    return await _answer_error(request, ServingError(404, f"no route {request.url.path}"))
+
+
+async def _not_allowed(request: Request, _: Exception) -> Response:
+    return await _answer_error(
+        request, ServingError(405, f"{request.method} is not allowed on {request.url.path}")
+    )
+
+
+def openapi_document() -> dict[str, Any]:
+    """The monitor's API as OpenAPI 3.1, its bodies' and queries' schemas from the models that
+    validate them."""
+
+    def schema(model: type) -> dict[str, Any]:
+        return model.model_json_schema(ref_template="#/components/schemas/{model}")
+
+    components: dict[str, Any] = {}
+    for model in (FeedbackBody, LabellingQuery, TrafficQuery, DriftEventData, OutlierEventData):
+        found = schema(model)
+        components.update(found.pop("$defs", {}))
+        components[model.__name__] = found
+    components["Error"] = {
+        "type": "object",
+        "required": ["error"],
+        "properties": {"error": {"type": "string"}},
+    }
+    error = {
+        "description": "refused; the message names the field and what was expected",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+    pipeline = {"name": "pipeline", "in": "path", "required": True, "schema": {"type": "string"}}
+
+    def query_parameters(model: type) -> list[dict[str, Any]]:
+        found = schema(model)
+        return [
+            {"name": name, "in": "query", "required": False, "schema": spec}
+            | ({"style": "form", "explode": True} if spec.get("type") == "array" else {})
+            for name, spec in found["properties"].items()
+        ]
+
+    def answers(ok: dict[str, Any], *refusals: int) -> dict[str, Any]:
+        return {**ok, **{str(status): error for status in refusals}}
+
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "income-bundle monitor", "version": "1"},
+        "paths": {
+            "/v2/pipelines/{pipeline}/feedback": {
+                "post": {
+                    "operationId": "feedback",
+                    "summary": "A request's true labels, one per row (needs the bearer token)",
+                    "parameters": [pipeline],
+                    "security": [{"feedbackToken": []}],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/FeedbackBody"}
+                            }
+                        },
+                    },
+                    "responses": answers(
+                        {"200": {"description": "recorded (or the same labels again)"}},
+                        400,
+                        401,
+                        403,
+                        404,
+                        408,
+                        409,
+                        413,
+                    ),
+                }
+            },
+            "/v2/pipelines/{pipeline}/labelling": {
+                "get": {
+                    "operationId": "labelling",
+                    "summary": "The labelling dataset (CSV, JSON Lines or Parquet)",
+                    "parameters": [pipeline, *query_parameters(LabellingQuery)],
+                    "responses": answers({"200": {"description": "the rows"}}, 400, 404),
+                }
+            },
+            "/v2/pipelines/{pipeline}/traffic": {
+                "get": {
+                    "operationId": "traffic",
+                    "summary": "The input rows per request, as the drift report reads them",
+                    "parameters": [pipeline, *query_parameters(TrafficQuery)],
+                    "responses": answers({"200": {"description": "JSON Lines"}}, 400, 404),
+                }
+            },
+            "/cloudevents": {
+                "post": {
+                    "operationId": "cloudevents",
+                    "summary": "KServe's logger events and the detectors' results (one CloudEvent)",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/cloudevents+json": {"schema": {"type": "object"}},
+                            "application/json": {
+                                "schema": {
+                                    "anyOf": [
+                                        {"$ref": "#/components/schemas/DriftEventData"},
+                                        {"$ref": "#/components/schemas/OutlierEventData"},
+                                        {"type": "object"},
+                                    ]
+                                }
+                            },
+                        },
+                    },
+                    "responses": answers({"202": {"description": "stored"}}, 400, 408, 413, 415),
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "operationId": "metrics",
+                    "responses": {"200": {"description": "Prometheus text format"}},
+                }
+            },
+            "/ready": {
+                "get": {
+                    "operationId": "ready",
+                    "responses": {
+                        "200": {"description": "ready"},
+                        "503": {"description": "the store refuses writes"},
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {"operationId": "openapi", "responses": {"200": {"description": "this"}}}
+            },
+        },
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"feedbackToken": {"type": "http", "scheme": "bearer"}},
+        },
+    }
 
 
 class MonitorSettings(CommandSettings):
@@ -395,6 +674,11 @@ class MonitorSettings(CommandSettings):
     )
     namespace: str = Field("seldon-mesh", description="Seldon's namespace in the topic names")
     group: str = Field("income-monitor", description="Kafka consumer group")
+    token_file: Path | None = Field(
+        None,
+        description="the bearer token feedback must carry (generated, mode 0600, when the file "
+        f"does not exist; default: {TOKEN_FILE} beside --store)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -408,6 +692,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO)
     store = SqliteStore(settings.store)
     monitor = Monitor(store, {settings.pipeline: classifier_info(settings.classifier)})
+    token = feedback_token(settings.token_file or settings.store.parent / TOKEN_FILE)
     listening = socket.create_server((settings.host, settings.port))
 
     async def serve() -> None:
@@ -417,7 +702,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        config = uvicorn.Config(build_app(monitor), log_level="warning", lifespan="off")
+        config = uvicorn.Config(build_app(monitor, token), log_level="warning", lifespan="off")
         server = uvicorn.Server(config)
         server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         tasks = [asyncio.create_task(server.serve(sockets=[listening]))]

@@ -24,7 +24,7 @@ from income_bundle.seldon.bundle import Bundle, TensorRef
 from income_bundle.seldon.engine import PipelineEngine
 from income_bundle.seldon.forwarding import MLServerForwarder
 from income_bundle.seldon.metrics import GatewayMetrics
-from income_bundle.seldon.protocol import InferRequest, InferResult
+from income_bundle.seldon.protocol import DEFAULT_MAX_REQUEST_ROWS, InferRequest, InferResult
 from income_bundle.v2.checks import new_request_id
 from income_bundle.v2.tensors import Tensor, to_json
 
@@ -55,8 +55,12 @@ class Gateway:
         step_timeout_s: float = 30.0,
         async_queue_size: int = 1000,
         ready_poll_s: float = 5.0,
+        max_request_rows: int = DEFAULT_MAX_REQUEST_ROWS,
     ):
         self.bundle = bundle
+        # What the fronts refuse (413 / RESOURCE_EXHAUSTED) from the tensor headers, before
+        # decoding: one huge request must not hold the event loop or MLServer's workers.
+        self.max_request_rows = max_request_rows
         self.forwarder = forwarder
         self.contracts = contracts
         self.step_timeout_s = step_timeout_s

@@ -14,7 +14,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from income_bundle.errors import ServingError, grpc_status
 from income_bundle.seldon.gateway import INTERNAL_ERROR_MESSAGE, SELDON_MODEL_HEADER, Gateway
-from income_bundle.seldon.protocol import InferRequest
+from income_bundle.seldon.protocol import InferRequest, check_rows
 from income_bundle.v2.checks import REQUEST_ID_HEADER, check_request_id
 from income_bundle.v2.tensors import from_grpc_request, to_grpc_response
 
@@ -91,6 +91,8 @@ class _Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         header_id = check_request_id(
             _header(context, REQUEST_ID_HEADER), f"the '{REQUEST_ID_HEADER}' metadata"
         )
+        shapes = [(tensor.name, list(tensor.shape)) for tensor in request.inputs]
+        check_rows(shapes, self.gateway.max_request_rows)
         tensors, parameters = from_grpc_request(request)
         if not tensors:
             raise ServingError(400, "the request needs at least one input tensor")

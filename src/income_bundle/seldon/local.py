@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from income_bundle.errors import BundleError
@@ -27,15 +27,15 @@ if TYPE_CHECKING:
     from income_bundle.monitoring.service import Monitor
     from income_bundle.monitoring.sources.local import GatewaySource
 from income_bundle.paths import project_root
-from income_bundle.process import ServerProcess, http_ok
+from income_bundle.process import ServerProcess, http_ok, run_temp_dir
 from income_bundle.seldon.bundle import Bundle, load_bundle
+from income_bundle.seldon.protocol import DEFAULT_MAX_REQUEST_ROWS
 from income_bundle.server import MLServer, free_port
 from income_bundle.settings_cli import CommandSettings
 
 __all__ = [
     "InvalidBundleError",
     "LocalSeldon",
-    "ServeConfig",
     "ServeSettings",
     "load_valid_bundle",
     "serve",
@@ -76,12 +76,18 @@ class ServeSettings(CommandSettings):
         default_factory=project_root,
         description="what the storageUri prefix /mnt/income-bundle maps to",
     )
-    host: str = Field("127.0.0.1", description="address to bind")
+    host: str = Field("127.0.0.1", description="the gateway's address (REST, gRPC)")
     http_port: int = Field(DEFAULT_HTTP_PORT, ge=0, le=65535, description="REST port")
     grpc_port: int = Field(DEFAULT_GRPC_PORT, ge=0, le=65535, description="gRPC port")
     step_timeout_s: float = Field(30.0, gt=0, description="seconds a model may take")
     async_queue_size: int = Field(
         1000, ge=1, description="requests held for asynchronous steps per pipeline before dropping"
+    )
+    max_request_rows: int = Field(
+        DEFAULT_MAX_REQUEST_ROWS,
+        ge=1,
+        description="rows an inference request may carry (per input tensor); more is refused "
+        "with 413 / RESOURCE_EXHAUSTED before the data is decoded",
     )
     # Two workers let income and income-preprocess -> income-outlier run side by side
     # (pipeline p50 1.5x -> 1.2x the client-orchestrated critical path, measured).
@@ -98,6 +104,11 @@ class ServeSettings(CommandSettings):
         le=65535,
         description="the monitor's port (feedback, labelling dataset, traffic window, metrics)",
     )
+    monitor_host: str = Field(
+        "127.0.0.1",
+        description="the monitor's address, apart from the gateway's: its CloudEvents ingress "
+        "takes no credentials, so keep it on loopback",
+    )
     state_dir: Path | None = Field(
         default_factory=default_state_dir,
         description="where the monitor keeps its record store (None: run without the monitor)",
@@ -112,6 +123,21 @@ class ServeSettings(CommandSettings):
         "seldon-mesh", description="the namespace in those topic names (seldon.<namespace>...)"
     )
 
+    @field_validator("state_dir")
+    @classmethod
+    def _writable_directory(cls, path: Path | None) -> Path | None:
+        """Checked before anything starts: MLServer takes a minute to load the models."""
+        if path is None:
+            return path
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"{path} is not a directory")
+        existing = next(p for p in (path, *path.parents) if p.exists())
+        if not existing.is_dir():
+            raise ValueError(f"{existing} is a file, so {path} cannot be created")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ValueError(f"{existing} is not writable by this user")
+        return path
+
     @model_validator(mode="after")
     def _stateless(self) -> ServeSettings:
         if not self.state and self.state_dir is not None:
@@ -119,10 +145,7 @@ class ServeSettings(CommandSettings):
         return self
 
 
-ServeConfig = ServeSettings  # the name the demo, the benchmark and the tests use
-
-
-def load_valid_bundle(config: ServeConfig) -> Bundle:
+def load_valid_bundle(config: ServeSettings) -> Bundle:
     """The bundle, or InvalidBundleError listing every validation problem at once."""
     from income_bundle.crds import CrdSchemas, find_crd_dir
     from income_bundle.seldon.validation import format_problems, validate_bundle
@@ -163,7 +186,7 @@ def stage_model_folder(source: Path, target: Path, name: str, settings: dict | N
     return target
 
 
-def build_monitor(config: ServeConfig, bundle: Bundle) -> tuple[Monitor, GatewaySource]:
+def build_monitor(config: ServeSettings, bundle: Bundle) -> tuple[Monitor, GatewaySource]:
     """The monitor over the state dir's store, and the source the gateway hands traffic to.
 
     It watches every pipeline with a classifier step (a model whose settings name its classes
@@ -197,7 +220,7 @@ def build_monitor(config: ServeConfig, bundle: Bundle) -> tuple[Monitor, Gateway
 
 
 async def _run_gateway(
-    config: ServeConfig,
+    config: ServeSettings,
     bundle: Bundle,
     mlserver: MLServer,
     listening: socket.socket,
@@ -221,6 +244,7 @@ async def _run_gateway(
         contracts,
         step_timeout_s=config.step_timeout_s,
         async_queue_size=config.async_queue_size,
+        max_request_rows=config.max_request_rows,
     )
     publisher = None
     if config.kafka_bootstrap:
@@ -233,9 +257,12 @@ async def _run_gateway(
         gateway.observe(publisher)
     monitor = source = monitor_api = None
     if monitor_listening is not None:
+        from income_bundle.monitoring.service import TOKEN_FILE, feedback_token
+
         monitor, source = build_monitor(config, bundle)
         gateway.observe(source)
-        monitor_api = _start_monitor_api(monitor, monitor_listening)
+        token_path = config.state_dir / TOKEN_FILE
+        monitor_api = _start_monitor_api(monitor, feedback_token(token_path), monitor_listening)
     await gateway.start()
     rest = RestServer(gateway, listening)
     await rest.start()
@@ -249,8 +276,9 @@ async def _run_gateway(
     )
     if monitor_listening is not None:
         print(
-            f"monitor ready: http://{config.host}:{monitor_listening.getsockname()[1]} "
-            f"(store {config.state_dir / STORE_FILE})",
+            f"monitor ready: http://{config.monitor_host}:{monitor_listening.getsockname()[1]} "
+            f"(store {config.state_dir / STORE_FILE}; feedback needs the bearer token in "
+            f"{token_path})",
             flush=True,
         )
     try:
@@ -271,20 +299,22 @@ async def _run_gateway(
             monitor.store.close()
 
 
-def _start_monitor_api(monitor: Monitor, listening: socket.socket) -> tuple[Any, asyncio.Task]:
+def _start_monitor_api(
+    monitor: Monitor, token: str, listening: socket.socket
+) -> tuple[Any, asyncio.Task]:
     """The monitor's HTTP API (income_bundle.monitoring.service) in this process: the uvicorn
     server and the task serving it."""
     import uvicorn
 
     from income_bundle.monitoring.service import build_app
 
-    config = uvicorn.Config(build_app(monitor), log_level="warning", lifespan="off")
+    config = uvicorn.Config(build_app(monitor, token), log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     return server, asyncio.get_running_loop().create_task(server.serve(sockets=[listening]))
 
 
-def serve(config: ServeConfig) -> None:
+def serve(config: ServeSettings) -> None:
     """Validate, start MLServer and the gateway, and run until SIGINT or SIGTERM."""
     from income_bundle.seldon.rest import bind_socket, check_port_free
 
@@ -299,7 +329,9 @@ def serve(config: ServeConfig) -> None:
         check_port_free(config.host, config.grpc_port, "--grpc-port")
         check_port_free(config.host, config.mlserver_metrics_port, "--mlserver-metrics-port")
         if config.state_dir is not None:
-            monitor_listening = bind_socket(config.host, config.monitor_port, "--monitor-port")
+            monitor_listening = bind_socket(
+                config.monitor_host, config.monitor_port, "--monitor-port"
+            )
         # SIGTERM while MLServer starts must still stop it (the default handler would not).
         previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
         try:
@@ -317,12 +349,12 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 
 
 def _serve_with_mlserver(
-    config: ServeConfig,
+    config: ServeSettings,
     bundle: Bundle,
     listening: socket.socket,
     monitor_listening: socket.socket | None,
 ) -> None:
-    with tempfile.TemporaryDirectory(prefix="income-seldon-") as tmp:
+    with run_temp_dir("income-seldon-") as tmp:
         staged = stage_models(bundle, config.local_root, Path(tmp))
         print(f"starting MLServer with {', '.join(staged)}", flush=True)
         mlserver = MLServer(
@@ -354,7 +386,7 @@ def _serve_with_mlserver(
 class LocalSeldon:
     """`income-bundle serve` in its own process, on free ports; a context manager."""
 
-    config: ServeConfig = field(default_factory=ServeConfig)
+    config: ServeSettings = field(default_factory=ServeSettings)
     ready_timeout_s: float = 240.0
     log_path: Path | None = None
     _process: ServerProcess | None = field(default=None, init=False, repr=False)
@@ -375,7 +407,7 @@ class LocalSeldon:
         if self.config.mlserver_metrics_port == DEFAULT_MLSERVER_METRICS_PORT:
             self.config.mlserver_metrics_port = free_port(self.config.host)
         if self.config.monitor_port == DEFAULT_MONITOR_PORT:
-            self.config.monitor_port = free_port(self.config.host)
+            self.config.monitor_port = free_port(self.config.monitor_host)
         self.log_path = self.log_path or Path(
             tempfile.mkstemp(prefix="income-serve-", suffix=".log")[1]
         )
@@ -389,8 +421,10 @@ class LocalSeldon:
             "--grpc-port", str(self.config.grpc_port),
             "--step-timeout-s", str(self.config.step_timeout_s),
             "--async-queue-size", str(self.config.async_queue_size),
+            "--max-request-rows", str(self.config.max_request_rows),
             "--parallel-workers", str(self.config.parallel_workers),
             "--mlserver-metrics-port", str(self.config.mlserver_metrics_port),
+            "--monitor-host", self.config.monitor_host,
             "--monitor-port", str(self.config.monitor_port),
         ]  # fmt: skip
         if self.config.kafka_bootstrap:
@@ -416,7 +450,16 @@ class LocalSeldon:
         """The monitor's API (feedback, labelling, traffic, metrics); None without a state dir."""
         if self.config.state_dir is None:
             return None
-        return f"http://{self.config.host}:{self.config.monitor_port}"
+        return f"http://{self.config.monitor_host}:{self.config.monitor_port}"
+
+    @property
+    def feedback_token(self) -> str | None:
+        """The bearer token the monitor's feedback needs (serve writes it to the state dir)."""
+        from income_bundle.monitoring.service import TOKEN_FILE
+
+        if self.config.state_dir is None:
+            return None
+        return (self.config.state_dir / TOKEN_FILE).read_text().strip()
 
     @property
     def mlserver_metrics_url(self) -> str:

@@ -35,6 +35,8 @@ from income_bundle.seldon.gateway import (
 from income_bundle.seldon.protocol import (
     BINARY_HEADER,
     InferRequest,
+    check_rows,
+    declared_shapes,
     decode_binary_body,
     encode_answer,
     parse_json,
@@ -42,6 +44,7 @@ from income_bundle.seldon.protocol import (
 from income_bundle.v2.checks import REQUEST_ID_HEADER, check_request_id
 
 __all__ = [
+    "BODY_READ_TIMEOUT_S",
     "MAX_BODY_BYTES",
     "OPENAPI_PATH",
     "ListenError",
@@ -55,6 +58,14 @@ log = logging.getLogger(__name__)
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
 MAX_BODY_BYTES = 64 * 1024 * 1024
+# A client that declares a body and stops sending holds a connection and a task: 408 after this
+# long without a byte (Envoy's stream idle timeout in seldon-mesh is longer; ours is the bound).
+BODY_READ_TIMEOUT_S = 30.0
+# Bodies past this size are parsed on a worker thread: decoding megabytes of JSON on the event
+# loop would delay every other request.
+_PARSE_INLINE_BYTES = 1 << 20
+# Errors that can leave part of the body on the connection: it is closed after the answer.
+_BODY_LEFT_UNREAD = {408, 413}
 # Envoy's default limit on a request's headers (max_request_headers_kb: 60), which seldon-mesh
 # keeps (scheduler/pkg/envoy/xdscache/resource.go, v2.10.2, sets no other): Envoy answers 431.
 MAX_HEADER_BYTES = 60 * 1024
@@ -80,6 +91,7 @@ class Request:
     headers: dict[str, str]  # names lower-cased; the first of repeated headers
     query_string: bytes
     receive: Callable[[], Awaitable[dict[str, Any]]]
+    body_timeout_s: float = BODY_READ_TIMEOUT_S
 
     def query(self, name: str, default: str) -> str:
         values = parse_qs(self.query_string.decode("latin-1")).get(name)
@@ -93,7 +105,14 @@ class Request:
         parts: list[bytes] = []
         size = 0
         while True:
-            message = await self.receive()
+            try:
+                message = await asyncio.wait_for(self.receive(), self.body_timeout_s)
+            except TimeoutError:
+                raise ServingError(
+                    408,
+                    f"the body stopped arriving ({size} bytes read, none for "
+                    f"{self.body_timeout_s:g} s)",
+                ) from None
             if message["type"] == "http.disconnect":
                 raise ServingError(400, "the client went away before sending the whole body")
             chunk = message.get("body", b"")
@@ -103,6 +122,13 @@ class Request:
             parts.append(chunk)
             if not message.get("more_body"):
                 return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+async def _off_loop_if_large(raw: bytes, decode: Callable[..., Any], *args: Any) -> Any:
+    """`decode(*args)`, on a worker thread when `raw` is large."""
+    if len(raw) > _PARSE_INLINE_BYTES:
+        return await asyncio.to_thread(decode, *args)
+    return decode(*args)
 
 
 def _too_large() -> ServingError:
@@ -131,8 +157,9 @@ Handler = Callable[[Request], Awaitable[Response]]
 class RestFront:
     """The ASGI app: routes by method and path, answers every error as `{"error": ...}`."""
 
-    def __init__(self, gateway: Gateway):
+    def __init__(self, gateway: Gateway, body_timeout_s: float = BODY_READ_TIMEOUT_S):
         self.gateway = gateway
+        self.body_timeout_s = body_timeout_s
         segment = r"([^/]+)"
         table: list[tuple[str, str, tuple[str, ...], Handler]] = [
             ("POST", f"/v2/models/{segment}/infer", ("name",), self.infer),
@@ -167,10 +194,14 @@ class RestFront:
                     f"the request headers are {size} bytes; at most {MAX_HEADER_BYTES} "
                     "(Envoy's limit in seldon-mesh)",
                 )
-            request = Request(method, path, params, headers, scope["query_string"], receive)
+            request = Request(
+                method, path, params, headers, scope["query_string"], receive, self.body_timeout_s
+            )
             response = await handler(request)
         except ServingError as e:
             response = error_response(e.status, e.message)
+            if e.status in _BODY_LEFT_UNREAD:  # the rest of it would be read as the next request
+                response.headers.append((b"connection", b"close"))
             if isinstance(e, _MethodNotAllowedError):
                 response.headers.append((b"allow", e.allowed.encode()))
         except Exception:
@@ -221,10 +252,16 @@ class RestFront:
         )
         raw = await request.body()
         binary_length = request.headers.get(BINARY_HEADER)
+        max_rows = self.gateway.max_request_rows
         if binary_length is None:
-            call = InferRequest(target, "rest", header_id, body=parse_json(raw), raw=raw)
+            body = await _off_loop_if_large(raw, parse_json, raw)
+            if isinstance(body, dict):
+                check_rows(declared_shapes(body.get("inputs")), max_rows)
+            call = InferRequest(target, "rest", header_id, body=body, raw=raw)
         else:  # MLServer cannot take these: decoded here, forwarded as JSON
-            body, inputs = decode_binary_body(raw, binary_length)
+            body, inputs = await _off_loop_if_large(
+                raw, decode_binary_body, raw, binary_length, max_rows
+            )
             call = InferRequest(target, "rest", header_id, body=body, inputs=inputs)
         result = await self.gateway.infer(call)
         headers = [(_REQUEST_ID, result.header_id.encode())] if result.header_id else []
@@ -299,10 +336,15 @@ class RestServer:
     """The REST front on a socket from `bind_socket` (bound early, so that a taken port is
     known before MLServer starts)."""
 
-    def __init__(self, gateway: Gateway, listening: socket.socket):
+    def __init__(
+        self,
+        gateway: Gateway,
+        listening: socket.socket,
+        body_timeout_s: float = BODY_READ_TIMEOUT_S,
+    ):
         self._socket = listening
         config = uvicorn.Config(
-            RestFront(gateway),
+            RestFront(gateway, body_timeout_s),
             http="httptools",
             ws="none",
             lifespan="off",

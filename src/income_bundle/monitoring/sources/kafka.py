@@ -4,7 +4,9 @@ It reads the monitored pipeline's input and output topics and the outlier and dr
 topics (see `seldon_kafka` for the format), reads each message into the part of a record it
 carries (`income_bundle.monitoring.records`), writes those to the store and only then commits
 the offsets. A crash between the two re-reads the uncommitted messages, and the store's upserts
-make the second delivery a no-op: nothing is lost and nothing counted twice.
+make the second delivery a no-op: nothing is lost and nothing counted twice. A batch the store
+still refuses after its retries (StoreWriteError) stops the source with its offsets uncommitted,
+so the next consumer reads it again; the monitor's /ready reports the store unwritable meanwhile.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ store: a request's answer never depends on the monitor.
 What a crash can lose: the hand-overs still queued (at most `max_pending`, and in practice the
 last few milliseconds of traffic). Everything the writer committed survives, whole: one
 hand-over's parts are one transaction. A full queue drops the hand-over and counts it rather than
-slow the gateway down.
+slow the gateway down (`income_monitor_dropped_writes_total{reason="queue_full"}`, with the
+store's other drops: see `income_bundle.monitoring.store.StoreMetrics`).
 """
 
 from __future__ import annotations
@@ -125,11 +126,6 @@ class GatewaySource:
             "Hand-overs from the local gateway queued for the store (lost if the process dies).",
             registry=registry,
         )
-        self.dropped = Counter(
-            "income_monitor_dropped_writes",
-            "Hand-overs from the local gateway dropped because the store fell behind.",
-            registry=registry,
-        )
         # Hand-overs queued and written so far: what `flush` waits on.
         self._handed = self._written = 0
         self._progress = threading.Condition()
@@ -159,7 +155,7 @@ class GatewaySource:
         try:
             self._queue.put_nowait(item)
         except queue.Full:
-            self.dropped.inc()
+            self.store.count_dropped("queue_full")
             log.warning("monitor: store behind, %s of %s dropped", item.request_id, item.pipeline)
             return
         with self._progress:
@@ -203,9 +199,12 @@ class GatewaySource:
                 change.requests.extend(part.requests)
                 change.drift_batches.extend(part.drift_batches)
             try:
-                self.store.write(change)
-            except Exception:
+                self.store.write(change)  # retried; what it still refuses raises
+            except Exception:  # nothing asks again for a local hand-over: count it, write on
                 log.exception("monitor: store write of %d hand-overs failed", len(handed))
+                self.store.count_dropped(
+                    "write_failed", len(change.requests) + len(change.drift_batches)
+                )
             self.messages.labels(SOURCE).inc(len(handed))
             self.pending.dec(len(handed))
             with self._progress:

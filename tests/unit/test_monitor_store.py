@@ -1,0 +1,201 @@
+"""The record store keeps no part it cannot attribute, and counts what it does not keep: a
+response without its request is held, then dropped; two requests under one id are refused; a
+write the database refuses is retried, counted, and turns the monitor's /ready false."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from income_bundle.errors import ServingError
+from income_bundle.monitoring.service import Monitor, build_app
+from income_bundle.monitoring.store import (
+    RequestRecord,
+    SqliteStore,
+    StoreMetrics,
+    StoreWrite,
+    StoreWriteError,
+)
+
+PIPELINE = "income-production"
+ROWS = [[1.0] * 12, [2.0] * 12]
+
+
+def request(request_id: str, rows=ROWS) -> StoreWrite:
+    return StoreWrite(requests=[RequestRecord(request_id, PIPELINE, source="test", rows=rows)])
+
+
+def response(request_id: str, predicted=(1, 0)) -> StoreWrite:
+    return StoreWrite(requests=[RequestRecord(request_id, PIPELINE, predicted=list(predicted))])
+
+
+def outliers(request_id: str) -> StoreWrite:
+    record = RequestRecord(request_id, PIPELINE, outlier_flags=[0, 1], outlier_scores=[0.1, 0.9])
+    return StoreWrite(requests=[record])
+
+
+def dropped(store: SqliteStore, reason: str) -> float:
+    registry = CollectorRegistry()
+    registry.register(StoreMetrics(store))
+    return registry.get_sample_value("income_monitor_dropped_writes_total", {"reason": reason})
+
+
+def test_a_response_without_its_request_makes_no_record(tmp_path):
+    store = SqliteStore(tmp_path / "monitor.sqlite")
+    store.write(response("lone"))
+    store.write(outliers("lone"))
+    assert store.request("lone") is None
+    assert store.requests(PIPELINE) == []
+    assert store.labelled(PIPELINE, 10) == []
+    assert not store.set_truth("lone", [1, 0], at=1.0)  # feedback finds nothing to score
+
+
+def test_parts_held_for_a_request_are_applied_when_it_arrives(tmp_path):
+    store = SqliteStore(tmp_path / "monitor.sqlite")
+    store.write(response("r1"))  # Kafka and KServe may deliver the response first
+    store.write(outliers("r1"))
+    store.write(request("r1"))
+    record = store.request("r1")
+    assert record.rows == ROWS
+    assert record.predicted == [1, 0]
+    assert record.outlier_flags == [0, 1]
+    assert dropped(store, "no_request") == 0
+
+
+def test_held_parts_are_dropped_and_counted_after_the_hold(tmp_path):
+    store = SqliteStore(tmp_path / "monitor.sqlite", hold_s=0.0)
+    store.write(response("late"))
+    store.write(request("other"))  # every write first drops what outlived the hold
+    store.write(request("late"))
+    assert store.request("late").predicted is None  # its response was not kept
+    assert dropped(store, "no_request") == 1
+
+
+def test_held_parts_are_bounded_in_number(tmp_path):
+    store = SqliteStore(tmp_path / "monitor.sqlite", max_held=3)
+    for i in range(5):
+        store.write(response(f"r{i}"))
+    store.write(request("x"))
+    assert dropped(store, "no_request") == 2
+    for i in range(5):
+        store.write(request(f"r{i}"))
+    kept = [i for i in range(5) if store.request(f"r{i}").predicted is not None]
+    assert len(kept) == 3
+
+
+def test_a_retry_with_the_same_inputs_stays_one_record(tmp_path):
+    store = SqliteStore(tmp_path / "monitor.sqlite")
+    for _ in range(2):
+        store.write(request("same"))
+        store.write(response("same"))
+    assert [r.request_id for r in store.requests(PIPELINE)] == ["same"]
+    assert store.request("same").predicted == [1, 0]
+    assert dropped(store, "conflicting_request_id") == 0
+
+
+def test_one_id_with_different_inputs_is_refused_not_conflated(tmp_path):
+    store = SqliteStore(tmp_path / "monitor.sqlite")
+    store.write(request("shared"))
+    store.write(response("shared", [1, 1]))
+    store.write(request("shared", rows=[[9.0] * 12, [8.0] * 12]))
+    store.write(response("shared", [0, 0]))
+    with pytest.raises(ServingError) as refused:
+        store.request("shared")
+    assert refused.value.status == 409
+    assert "two requests with different inputs" in str(refused.value)
+    assert store.requests(PIPELINE) == []
+    # The first request, the second, and the second's response: none is scored.
+    assert dropped(store, "conflicting_request_id") == 3
+
+
+def test_a_fake_request_cannot_pre_claim_an_id(tmp_path):
+    store = SqliteStore(tmp_path / "monitor.sqlite")
+    store.write(request("victim", rows=[[0.0] * 12, [0.0] * 12]))  # someone else's event
+    store.write(request("victim"))  # the real request
+    store.write(response("victim"))
+    with pytest.raises(ServingError) as refused:
+        store.request("victim")
+    assert refused.value.status == 409
+
+
+def test_a_labelled_request_keeps_its_record_when_its_id_is_reused(tmp_path):
+    store = SqliteStore(tmp_path / "monitor.sqlite")
+    store.write(request("done"))
+    store.write(response("done"))
+    assert store.set_truth("done", [1, 0], at=1.0)
+    store.write(request("done", rows=[[5.0] * 12, [5.0] * 12]))
+    assert store.request("done").rows == ROWS
+    assert dropped(store, "conflicting_request_id") == 1
+
+
+async def _get(app, path: str) -> int:
+    """The status of a GET through the ASGI app, as uvicorn would call it."""
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    await app(scope, receive, send)
+    return next(m["status"] for m in sent if m["type"] == "http.response.start")
+
+
+def test_a_store_that_refuses_writes_counts_them_and_is_not_ready(tmp_path):
+    path = tmp_path / "monitor.sqlite"
+    store = SqliteStore(path, busy_timeout_s=0.05)
+    app = build_app(Monitor(store, {}))
+    assert asyncio.run(_get(app, "/ready")) == 200
+    # Another writer holds the database: every write of ours fails, as on a full or failing disk.
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    with pytest.raises(StoreWriteError, match="cannot be written") as refused:
+        store.write(request("lost"))
+    assert refused.value.status == 503  # the CloudEvents route answers it: the broker redelivers
+    assert not store.writable
+    assert asyncio.run(_get(app, "/ready")) == 503
+    other.execute("ROLLBACK")
+    other.close()
+    assert asyncio.run(_get(app, "/ready")) == 200
+    store.write(request("kept"))
+    assert store.request("kept") is not None
+    assert store.request("lost") is None
+
+
+def test_feedback_for_an_ambiguous_id_is_a_409_that_says_why(tmp_path):
+    from tests.integration.test_monitor_service import INFO, Served
+
+    store = SqliteStore(tmp_path / "monitor.sqlite")
+    store.write(request("shared", rows=[[1.0] * 12]))
+    store.write(response("shared", [1]))
+    store.write(request("shared", rows=[[2.0] * 12]))
+    store.write(response("lone-answer", [1]))
+    served = Served(Monitor(store, {PIPELINE: INFO}))
+    try:
+        url = f"/v2/pipelines/{PIPELINE}/feedback"
+        status, answer = served.call("POST", url, {"id": "shared", "truth": [">50K"]})
+        assert status == 409, answer
+        assert "two requests with different inputs" in json.loads(answer)["error"]
+        status, _ = served.call("POST", url, {"id": "lone-answer", "truth": [">50K"]})
+        assert status == 404  # a response alone is no record to score
+    finally:
+        served.stop()
