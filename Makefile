@@ -154,6 +154,14 @@ test-cluster: deps ## Cluster path: end-to-end scenarios against a live cluster 
 sim-cluster: deps ## Simulated cluster on loopback until Ctrl-C: real kube-apiserver v1.33.1 and etcd, kwok's simulated nodes, no container runs (the first run builds them with Go)
 	$(BIN)/python -m income_bundle_dev.simcluster
 
+.PHONY: seldon-build
+seldon-build: deps ## Build Seldon Core v2.10.2's CLI, scheduler, agent and gateways from source into ~/.cache/income-bundle (docs/seldon-local.md)
+	$(BIN)/python -m income_bundle_dev.seldon_core --build-only
+
+.PHONY: seldon-local
+seldon-local: deps ## Seldon's own scheduler, rclone, MLServer and agent on loopback until Ctrl-C (no Kubernetes; builds first if needed)
+	$(BIN)/python -m income_bundle_dev.seldon_core
+
 KSERVE_INGRESS_PORT ?= 8080
 KSERVE_NAMESPACE := income-kserve
 

@@ -44,7 +44,11 @@ ENTRY_POINTS = {
     "gateway benchmark": ("income_bundle_dev.benchmarks.gateway", []),
     "client benchmark": ("income_bundle_dev.benchmarks.mlserver_client", []),
     "serving benchmark": ("income_bundle_dev.benchmarks.serving", []),
+    "seldon core": ("income_bundle_dev.seldon_core", []),
+    "seldon dataflow": ("income_bundle_dev.seldon_dataflow", []),
 }
+# Runnable modules that are no command: their argv is a private protocol, not options.
+INTERNAL = {"income_bundle.process": "the guard ServerProcess starts: --lifeline FD -- COMMAND"}
 SHARED_HELPER = ROOT / "src" / "income_bundle" / "settings_cli.py"
 
 
@@ -71,6 +75,25 @@ def test_the_list_here_is_every_subcommand_of_income_bundle():
 
     (commands,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
     assert set(commands.choices) == set(INCOME_BUNDLE)
+
+
+def runnable_modules() -> set[str]:
+    """Every module of src/ and dev/ that runs as a program: a `__main__` block, or the module
+    whose `main` a package's __main__.py or a script in scripts/ calls."""
+    found = set()
+    for folder in ("src", "dev", "scripts"):
+        for path in (ROOT / folder).rglob("*.py"):
+            source = path.read_text()
+            if path.name == "__main__.py" or folder == "scripts":
+                found.update(re.findall(r"^from (\S+) import main$", source, re.M))
+            elif re.search(r'^if __name__ == "__main__":', source, re.M):
+                found.add(".".join(path.relative_to(ROOT / folder).with_suffix("").parts))
+    return found
+
+
+def test_every_runnable_module_is_an_entry_point_checked_here():
+    listed = {module for module, _ in ENTRY_POINTS.values()}
+    assert runnable_modules() - set(INTERNAL) == listed
 
 
 def test_only_the_shared_helper_builds_argument_parsers():
