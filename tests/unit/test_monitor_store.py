@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from income_bundle.errors import ServingError
 from income_bundle.monitoring.service import Monitor, build_app
 from income_bundle.monitoring.store import (
+    DriftBatch,
     RequestRecord,
     SqliteStore,
     StoreMetrics,
@@ -72,6 +73,30 @@ def test_held_parts_are_dropped_and_counted_after_the_hold(tmp_path):
     store.write(request("other"))  # every write first drops what outlived the hold
     store.write(request("late"))
     assert store.request("late").predicted is None  # its response was not kept
+    assert dropped(store, "no_request") == 1
+
+
+def drift(batch_id: str, is_drift: bool = True) -> StoreWrite:
+    batch = DriftBatch(batch_id, PIPELINE, time=1.0, rows=ROWS, is_drift=is_drift, row_count=2)
+    return StoreWrite(drift_batches=[batch])
+
+
+def test_a_drift_run_waits_for_the_request_that_completed_it(tmp_path):
+    store = SqliteStore(tmp_path / "monitor.sqlite")
+    store.write(drift("r9"))  # a verdict for traffic that has not come: nothing to label yet
+    assert store.drift_batches(PIPELINE) == []
+    store.write(request("r9"))
+    (batch,) = store.drift_batches(PIPELINE)
+    assert (batch.batch_id, batch.is_drift, batch.rows) == ("r9", True, ROWS)
+    assert dropped(store, "no_request") == 0
+
+
+def test_a_drift_run_for_traffic_that_never_came_is_dropped_and_counted(tmp_path):
+    store = SqliteStore(tmp_path / "monitor.sqlite", hold_s=0.0)
+    store.write(drift("fake"))
+    store.write(request("real"))  # every write first drops what outlived the hold
+    store.write(request("fake"))
+    assert store.drift_batches(PIPELINE) == []
     assert dropped(store, "no_request") == 1
 
 

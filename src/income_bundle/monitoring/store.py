@@ -54,7 +54,7 @@ DROP_REASONS = {
     "queue_full": "the local gateway's hand-over queue was full (the store fell behind)",
     # Only the local source counts these: Kafka and the CloudEvents route can deliver again.
     "write_failed": "the database refused the write after retries (disk full, I/O error, locked)",
-    "no_request": "a response or outlier part whose request did not arrive within the hold",
+    "no_request": "a response, outlier or drift part whose request did not arrive within the hold",
     "conflicting_request_id": "a request id used by two requests with different inputs",
 }
 DEFAULT_HOLD_S = 600.0
@@ -188,6 +188,18 @@ CREATE TABLE IF NOT EXISTS held_parts (
     outlier_scores TEXT
 );
 CREATE INDEX IF NOT EXISTS held_parts_by_age ON held_parts (since);
+CREATE TABLE IF NOT EXISTS held_batches (
+    batch_id TEXT NOT NULL,
+    pipeline TEXT NOT NULL,
+    since REAL NOT NULL,
+    time REAL,
+    rows TEXT,
+    is_drift INTEGER,
+    p_values TEXT,
+    threshold REAL,
+    row_count INTEGER,
+    PRIMARY KEY (pipeline, batch_id)
+);
 CREATE TABLE IF NOT EXISTS ambiguous_ids (request_id TEXT PRIMARY KEY, pipeline TEXT NOT NULL);
 """
 # The parts of a request that arrive without its rows, held until the rows come.
@@ -292,7 +304,7 @@ class SqliteStore:
                     for record in change.requests:
                         self._upsert_request(db, record, drops)
                     for batch in change.drift_batches:
-                        self._upsert_batch(db, batch)
+                        self._upsert_batch(db, batch, drops)
             except sqlite3.Error as e:
                 error = e
                 if attempt < WRITE_ATTEMPTS:
@@ -317,6 +329,14 @@ class SqliteStore:
         over = db.execute(
             "DELETE FROM held_parts WHERE request_id IN (SELECT request_id FROM held_parts "
             "ORDER BY since DESC, request_id LIMIT -1 OFFSET ?)",
+            (self.max_held,),
+        ).rowcount
+        expired += db.execute(
+            "DELETE FROM held_batches WHERE since < ?", (time.time() - self.hold_s,)
+        ).rowcount
+        over += db.execute(
+            "DELETE FROM held_batches WHERE rowid IN (SELECT rowid FROM held_batches "
+            "ORDER BY since DESC, batch_id LIMIT -1 OFFSET ?)",
             (self.max_held,),
         ).rowcount
         if expired + over:
@@ -357,6 +377,8 @@ class SqliteStore:
             f"ON CONFLICT (request_id) DO UPDATE SET {assignments}",
             (request_id, *values.values()),
         )
+        if record.rows is not None:
+            self._release_held_batch(db, record)
 
     def _hold(self, db: sqlite3.Connection, record: RequestRecord) -> None:
         values = {c: _to_sql(c, getattr(record, c)) for c in _HELD_COLUMNS}
@@ -409,17 +431,51 @@ class SqliteStore:
         ).fetchone()
         return int(row[0])
 
-    def _upsert_batch(self, db: sqlite3.Connection, batch: DriftBatch) -> None:
+    def _upsert_batch(
+        self, db: sqlite3.Connection, batch: DriftBatch, drops: Counter[str], table: str = ""
+    ) -> None:
+        """A drift run is kept once the request that completed it is a record (its id is the
+        batch's): before, it is held as a response is, so an event can never attach a verdict,
+        or rows to label, to traffic that never came."""
+        if not table:
+            if db.execute(
+                "SELECT 1 FROM ambiguous_ids WHERE request_id = ?", (batch.batch_id,)
+            ).fetchone():
+                drops["conflicting_request_id"] += 1
+                return
+            known = db.execute(
+                "SELECT 1 FROM requests WHERE request_id = ? AND pipeline = ?",
+                (batch.batch_id, batch.pipeline),
+            ).fetchone()
+            table = "drift_batches" if known else "held_batches"
         values = {c: _to_sql(c, getattr(batch, c)) for c in _BATCH_COLUMNS}
+        if table == "held_batches":
+            values["since"] = time.time()
         assignments = ", ".join(
-            f"{c} = COALESCE(drift_batches.{c}, excluded.{c})" for c in values if c != "pipeline"
+            f"{c} = COALESCE({table}.{c}, excluded.{c})"
+            for c in values
+            if c not in ("pipeline", "since")
         )
         db.execute(
-            f"INSERT INTO drift_batches (batch_id, {', '.join(values)}) "
+            f"INSERT INTO {table} (batch_id, {', '.join(values)}) "
             f"VALUES (?, {', '.join('?' for _ in values)}) "
             f"ON CONFLICT (pipeline, batch_id) DO UPDATE SET {assignments}",
             (batch.batch_id, *values.values()),
         )
+
+    def _release_held_batch(self, db: sqlite3.Connection, record: RequestRecord) -> None:
+        """The drift run held for this request, now that the request is a record."""
+        held = db.execute(
+            f"DELETE FROM held_batches WHERE batch_id = ? AND pipeline = ? "
+            f"RETURNING {', '.join(_BATCH_COLUMNS)}",
+            (record.request_id, record.pipeline),
+        ).fetchone()
+        if held is not None:
+            batch = DriftBatch(
+                record.request_id,
+                **{c: _from_sql(c, v) for c, v in zip(_BATCH_COLUMNS, held, strict=True)},
+            )
+            self._upsert_batch(db, batch, Counter(), table="drift_batches")
 
     def set_truth(self, request_id: str, truth: Sequence[int], at: float) -> bool:
         """Ground truth for a request, written once; False when it already had some."""
