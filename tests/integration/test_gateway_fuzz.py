@@ -75,6 +75,8 @@ def test_inference_with_generated_bodies_for_every_target(seldon):
         _check(case, response)
 
     fuzz()
-    assert len(statuses) >= 150 and statuses.count(400) >= 100  # it did reach the checks
+    # It did reach the checks: a malformed body is a 400, one over the row limit (a generated
+    # shape's first dimension) a 413, both answered before the data is decoded.
+    assert len(statuses) >= 150 and statuses.count(400) + statuses.count(413) >= 100
     with urllib.request.urlopen(f"{seldon.http_url}/v2/health/ready", timeout=10) as response:
         assert response.status == 200
