@@ -627,19 +627,24 @@ def _trusted(item: Any) -> Any:
     return item
 
 
-def _role_variables(roles_dir: Path) -> dict[str, Any]:
+def _role_variables(roles_dir: Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     variables: dict[str, Any] = {"playbook_dir": str(roles_dir.parent / "playbooks")}
     for role in sorted(p.name for p in roles_dir.iterdir() if (p / "defaults").is_dir()):
         variables.update(_defaults(roles_dir, role))
+    variables.update(overrides or {})
     return variables
 
 
-def render_with_defaults(value: Any, roles_dir: Path) -> Any:
-    """A role's Jinja, rendered by Ansible's own templar with every role's defaults."""
+def render_with_defaults(
+    value: Any, roles_dir: Path, overrides: dict[str, Any] | None = None
+) -> Any:
+    """A role's Jinja, rendered by Ansible's own templar with every role's defaults (and
+    `overrides`, as `-e` would give them)."""
     from ansible.parsing.dataloader import DataLoader
     from ansible.template import Templar
 
-    templar = Templar(loader=DataLoader(), variables=_trusted(_role_variables(roles_dir)))
+    variables = _trusted(_role_variables(roles_dir, overrides))
+    templar = Templar(loader=DataLoader(), variables=variables)
     return templar.template(_trusted(value))
 
 
@@ -660,9 +665,12 @@ class ChartInstall:
     repo_url: str  # helm repository URL or oci:// prefix, for `helm pull` without ../shared
 
 
-def chart_installs(roles_dir: Path, rendered_dir: Path) -> list[ChartInstall]:
+def chart_installs(
+    roles_dir: Path, rendered_dir: Path, overrides: dict[str, Any] | None = None
+) -> list[ChartInstall]:
     """Every chart the roles install. Values that come from a role template are read from
-    `rendered_dir` (the templates rendered by Ansible with the defaults)."""
+    `rendered_dir` (the templates rendered by Ansible with the defaults); `overrides` are
+    variables given as `-e` would give them."""
     installs = []
     for role in sorted(p.name for p in roles_dir.iterdir() if (p / "tasks").is_dir()):
         tasks = role_tasks(roles_dir, role)
@@ -682,21 +690,23 @@ def chart_installs(roles_dir: Path, rendered_dir: Path) -> list[ChartInstall]:
                     raise ValueError(f"{role}: {task['name']}: values {values!r} not understood")
                 values = yaml.safe_load((rendered_dir / match.group(1)).read_text()) or {}
             else:
-                values = render_with_defaults(values, roles_dir)
-            chart_ref = render_with_defaults(helm["chart_ref"], roles_dir)
+                values = render_with_defaults(values, roles_dir, overrides)
+            chart_ref = render_with_defaults(helm["chart_ref"], roles_dir, overrides)
             prefix, _, chart = chart_ref.rpartition("/")
             if prefix.startswith("oci://"):
                 repo_url = prefix
             else:
-                repo_url = render_with_defaults(repositories[prefix]["repo_url"], roles_dir)
+                repo_url = render_with_defaults(
+                    repositories[prefix]["repo_url"], roles_dir, overrides
+                )
             installs.append(
                 ChartInstall(
                     role=role,
                     task=task["name"],
                     release=helm["name"],
                     chart=chart,
-                    version=str(render_with_defaults(helm["chart_version"], roles_dir)),
-                    namespace=render_with_defaults(helm["release_namespace"], roles_dir),
+                    version=str(render_with_defaults(helm["chart_version"], roles_dir, overrides)),
+                    namespace=render_with_defaults(helm["release_namespace"], roles_dir, overrides),
                     values=json.loads(json.dumps(values)),  # plain types, as helm receives them
                     repo_url=repo_url,
                 )

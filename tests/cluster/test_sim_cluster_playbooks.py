@@ -46,6 +46,7 @@ SKIPPED_ON_PURPOSE = {
         "preflight : Probe the Docker daemon",
         "preflight : Probe Docker's buildx plugin (community.docker.docker_image_build builds with it)",
         "preflight : Probe kind",
+        "preflight : Probe Docker's memory and CPUs (the kind node's, since it runs as a container)",
     ],
     "the deploy plays check kubectl only": ["preflight : Probe helm"],
     "kind_cluster_create=false": [
