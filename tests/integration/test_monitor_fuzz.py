@@ -14,7 +14,8 @@ from schemathesis import GenerationMode
 
 from income_bundle.monitoring.service import Monitor
 from income_bundle.monitoring.store import SqliteStore
-from tests.integration.test_monitor_service import INFO, TOKEN, Served, fill
+from tests.integration.test_monitor_service import fill
+from tests.support.monitor_service import INFO, TOKEN, Served
 
 FUZZ = settings(
     max_examples=80,

@@ -4,6 +4,7 @@ income-bundle-dev package in dev/, which only `make deps` installs)."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -24,10 +25,22 @@ RIG_NAMES = (
 )
 
 
+# What each project's build reads; copied out first, since setuptools writes build/ beside it.
+PROJECT_FILES = {
+    ".": ["pyproject.toml", "README.md", "src"],
+    "dev": ["pyproject.toml", "income_bundle_dev"],
+}
+
+
 def _wheel_files(project: str, directory) -> list[str]:
+    source = directory / "source"
+    source.mkdir()
+    for name in PROJECT_FILES[project]:
+        copy = shutil.copytree if (ROOT / project / name).is_dir() else shutil.copy
+        copy(ROOT / project / name, source / name if copy is shutil.copytree else source)
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-         "--wheel-dir", str(directory), str(ROOT / project)],
+         "--wheel-dir", str(directory), str(source)],
         check=True, capture_output=True, timeout=300,
     )  # fmt: skip
     (wheel,) = directory.glob("*.whl")

@@ -213,7 +213,7 @@ def test_report_reads_the_window_from_a_running_monitor(
     from income_bundle.monitoring.service import Monitor, classifier_info
     from income_bundle.monitoring.store import RequestRecord, SqliteStore, StoreWrite
     from income_bundle.paths import artifact_dir
-    from tests.integration.test_monitor_service import Served
+    from tests.support.monitor_service import Served
 
     store = SqliteStore(tmp_path / "records.sqlite")
     rows = low_education_rows[:300]

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from income_bundle.monitoring.labelling import write_rows
 from income_bundle.monitoring.service import Monitor
 from income_bundle.monitoring.store import DriftBatch, RequestRecord, SqliteStore, StoreWrite
-from tests.integration.test_monitor_service import INFO
+from tests.support.monitor_service import INFO
 
 SERVICE = "income"
 number = st.floats(allow_nan=True, allow_infinity=True, width=32)

@@ -13,7 +13,7 @@ import pytest
 
 from income_bundle.monitoring.service import Monitor
 from income_bundle.monitoring.store import SqliteStore
-from tests.integration.test_monitor_service import INFO, TOKEN, Served
+from tests.support.monitor_service import INFO, TOKEN, Served
 
 SERVICE = "income"
 LIMIT = 64 << 10

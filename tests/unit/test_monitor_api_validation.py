@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from income_bundle.monitoring.service import Monitor, feedback_token
 from income_bundle.monitoring.store import DriftBatch, RequestRecord, SqliteStore, StoreWrite
-from tests.integration.test_monitor_service import INFO, Served
+from tests.support.monitor_service import INFO, Served
 
 SERVICE = "income"
 ROW = [39.0, 7.0, 1.0, 1.0, 1.0, 1.0, 4.0, 1.0, 2174.0, 0.0, 40.0, 9.0]

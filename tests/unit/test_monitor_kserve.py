@@ -19,7 +19,7 @@ from income_bundle.monitoring.service import Monitor
 from income_bundle.monitoring.sources import kserve
 from income_bundle.monitoring.store import SqliteStore
 from tests.integration.test_kserve_events import logger_event, structured_event
-from tests.integration.test_monitor_service import INFO, Served
+from tests.support.monitor_service import INFO, Served
 
 SERVICE = "income"
 

@@ -207,7 +207,7 @@ def test_a_store_that_refuses_writes_counts_them_and_is_not_ready(tmp_path):
 
 
 def test_feedback_for_an_ambiguous_id_is_a_409_that_says_why(tmp_path):
-    from tests.integration.test_monitor_service import INFO, Served
+    from tests.support.monitor_service import INFO, Served
 
     store = SqliteStore(tmp_path / "monitor.sqlite")
     store.write(request("shared", rows=[[1.0] * 12]))
