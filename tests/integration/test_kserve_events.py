@@ -23,13 +23,13 @@ import numpy as np
 import pytest
 import requests
 import yaml
-from cloudevents.v1.conversion import to_binary, to_structured
-from cloudevents.v1.http import CloudEvent, from_http
+from cloudevents.v1.http import from_http
 
 import income_bundle
 from income_bundle.kserve.manifests import local_detector
 from income_bundle.scenarios import v2_request
 from income_bundle.server import MLServer
+from tests.support.kserve_events import logger_event, structured_event
 
 BATCH = 20
 ROWS_PER_REQUEST = 5
@@ -103,37 +103,6 @@ def drift(detectors) -> Iterator[Detector]:
 @pytest.fixture
 def outlier(detectors) -> Detector:
     return detectors["income-outlier"]
-
-
-def logger_event(
-    ce_type: str, event_id: str, body: dict, **overrides: str
-) -> tuple[dict[str, str], bytes]:
-    """What KServe v0.20.0's logger posts (pkg/logger/worker.go sendHttpCloudEvent): binary mode,
-    time and recordedtime as Go writes them (RFC 3339, nanoseconds), its extensions, the V2 JSON
-    as data."""
-    attributes = {
-        "type": ce_type,
-        "source": "income-predictor-00001-deployment-7d9f8",  # the pod's name
-        "id": event_id,
-        "time": "2026-12-02T16:38:18.123456789Z",
-        "recordedtime": "2026-12-02T16:38:18.130000001Z",
-        "inferenceservicename": "income",
-        "namespace": "income-kserve",
-        "component": "predictor",
-        "endpoint": "default",
-        "metadata": '{"X-Request-Id":["abc"]}',
-        "annotations": '{"team":"income"}',
-        "datacontenttype": "application/json",
-        **overrides,
-    }
-    return to_binary(CloudEvent(attributes, body))
-
-
-def structured_event(ce_type: str, event_id: str, body: dict) -> tuple[dict[str, str], bytes]:
-    """The same event in structured mode (what a broker or another producer may send)."""
-    headers, _ = logger_event(ce_type, event_id, body)
-    attributes = {k[3:].lower(): v for k, v in headers.items() if k.lower().startswith("ce-")}
-    return to_structured(CloudEvent({**attributes, "datacontenttype": "application/json"}, body))
 
 
 def v2_response(X: np.ndarray) -> dict:

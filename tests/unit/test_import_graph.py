@@ -215,3 +215,18 @@ def test_an_upward_import_is_found():
     layers = [("low", ["p.core"]), ("high", ["p.app", "p.core.tool"])]
     graph = {"p.core.x": {"p.app.y"}, "p.app.y": {"p.core.x"}, "p.core.tool": {"p.core.x"}}
     assert upward_imports(graph, layers) == ["p.core.x (low) imports p.app.y (high)"]
+
+
+def test_no_tier_imports_another_tiers_tests():
+    # A tier runs alone (make test-fast runs only tests/unit): a test module that imports another
+    # tier's test module drags that module's fixtures and servers in, and couples the tiers.
+    # Helpers that more than one tier needs live in tests/support.
+    tests = module_files({"tests": ROOT})
+    tier = lambda name: [*name.split("."), ""][1]  # noqa: E731
+    found = [
+        f"{module} imports {target}"
+        for module, imported in sorted(build_graph(tests).items())
+        for target in sorted(imported)
+        if tier(target) in {"unit", "integration", "cluster"} and tier(target) != tier(module)
+    ]
+    assert found == []

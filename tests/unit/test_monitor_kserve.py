@@ -18,7 +18,7 @@ import income_bundle
 from income_bundle.monitoring.service import Monitor
 from income_bundle.monitoring.sources import kserve
 from income_bundle.monitoring.store import SqliteStore
-from tests.integration.test_kserve_events import logger_event, structured_event
+from tests.support.kserve_events import logger_event, structured_event
 from tests.support.monitor_service import INFO, Served
 
 SERVICE = "income"
