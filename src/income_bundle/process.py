@@ -91,6 +91,15 @@ class ServerProcess:
         """Whether the process was started and has ended on its own (not by `stop`)."""
         return self._process is not None and self._process.poll() is not None
 
+    def wait(self) -> int:
+        """Wait until the command ends on its own; its exit status. What it left running in its
+        group is killed then."""
+        if self._process is None:
+            raise BundleError(f"{self.name} is not running")
+        returncode = self._process.wait()
+        self.stop()
+        return returncode
+
     def log_tail(self, lines: int = 40) -> str:
         if not self.log_path.exists():
             return ""

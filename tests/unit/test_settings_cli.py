@@ -46,6 +46,7 @@ ENTRY_POINTS = {
     "serving benchmark": ("income_bundle_dev.benchmarks.serving", []),
     "seldon core": ("income_bundle_dev.seldon_core", []),
     "seldon dataflow": ("income_bundle_dev.seldon_dataflow", []),
+    "test tiers": ("income_bundle_dev.test_tiers", []),
 }
 # Runnable modules that are no command: their argv is a private protocol, not options.
 INTERNAL = {"income_bundle.process": "the guard ServerProcess starts: --lifeline FD -- COMMAND"}
