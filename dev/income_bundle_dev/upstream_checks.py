@@ -810,7 +810,9 @@ def unknown_values(directory: Path, values: dict, chart_label: str) -> list[str]
     (`.Values.<path>`: keys upstream leaves commented out in values.yaml). Below a key whose
     default is an empty map or null, any key is accepted: such maps are handed to the objects
     whole (podLabels, nodeSelector, resources, ...), and what lands there is validated as part of
-    the rendered object. A subchart's key is checked against the subchart's own values.
+    the rendered object. So is any key below a map a template hands whole (`toYaml
+    .Values.<path>`) even when its default is not empty (SigNoz's `resources` with `requests` set
+    and `limits` commented out). A subchart's key is checked against the subchart's own values.
     """
     problems: list[str] = []
     _check_values(directory, values, _chart_values(directory), [], chart_label, problems)
@@ -831,7 +833,10 @@ def _check_values(
             continue
         if isinstance(defaults, dict) and key in defaults:
             known = defaults[key]
-            if isinstance(value, dict) and isinstance(known, dict) and known:
+            whole = re.search(
+                r"toYaml \.Values\." + re.escape(".".join(here)) + r"\s", _templates_text(directory)
+            )
+            if isinstance(value, dict) and isinstance(known, dict) and known and not whole:
                 _check_values(directory, value, known, here, chart, problems)
             continue
         dotted = ".".join(here)

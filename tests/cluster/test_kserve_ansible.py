@@ -46,12 +46,16 @@ def test_mlserver_image_pins_are_the_artifacts_and_the_seldon_paths(rendered):
     dockerfile = (rendered / "kserve-mlserver.Dockerfile").read_text()
     image_pins(dockerfile)
     stack, seldon = defaults("kserve_stack"), defaults("seldon_core")
-    # The Seldon path's image plus the CloudEvents SDK of the detectors' route (kserve/runtime.py).
+    # The Seldon path's image plus the CloudEvents SDK of the detectors' route (kserve/runtime.py)
+    # and its one dependency.
     cloudevents = [
         pin for pin in stack["kserve_stack_mlserver_pins"] if pin.startswith("cloudevents==")
     ]
+    added = cloudevents + [
+        pin for pin in stack["kserve_stack_mlserver_pins"] if pin.startswith("deprecation==")
+    ]
     assert cloudevents == [f"cloudevents=={image_pins(dockerfile)['cloudevents']}"]
-    assert [pin for pin in stack["kserve_stack_mlserver_pins"] if pin not in cloudevents] == seldon[
+    assert [pin for pin in stack["kserve_stack_mlserver_pins"] if pin not in added] == seldon[
         "seldon_core_mlserver_pins"
     ]
     assert stack["kserve_stack_mlserver_base_image"] == seldon["seldon_core_mlserver_base_image"]

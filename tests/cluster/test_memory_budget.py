@@ -145,3 +145,88 @@ def test_a_value_over_the_budget_fails_naming_the_biggest_requests(helm, upstrea
     assert problem.startswith("profile laptop: memory requests sum to ")
     assert "over its budget of 6.00 GiB" in problem
     assert "the biggest: seldon-dataflow-engine 4096Mi (seldon-core-v2-setup chart)" in problem
+
+
+# --- With a tracing backend (make TRACING=jaeger|signoz, the tracing role) ----------------------
+
+# The Docker VM a backend adds to its profile's. Jaeger fits inside the laptop VM. SigNoz asks
+# 4 GiB of Docker for itself (signoz.io/docs/install/docker: "At least 4GB of memory allocated
+# to Docker"; its Kubernetes guide asks 8 GB for a cluster of its own), which holds its requests
+# and limits as the tracing role sizes them.
+TRACING_VM_EXTRA = {"jaeger": 0, "signoz": 4 * GIB}
+
+
+@pytest.fixture(scope="module")
+def backend_pods(rendered, helm, upstream, tmp_path_factory):  # noqa: F811
+    """backend -> the pods it puts on the node, as the tracing role installs it."""
+    from tests.support.tracing import installs, render_template
+
+    jaeger = node_pods(
+        {"jaeger.yaml template": render_template("tracing", "jaeger.yaml.j2", "jaeger")}
+    )
+    (install,) = installs(rendered, "signoz", ("signoz",))
+    docs = helm_template(helm, chart_dir(install, upstream, tmp_path_factory.mktemp("signoz")), install, NODE_VERSION)  # fmt: skip
+    # ClickHouse's pods are made by its operator, one StatefulSet per replica of each shard,
+    # from the ClickHouseInstallation's pod template.
+    made = []
+    for installation in (d for d in docs if d["kind"] == "ClickHouseInstallation"):
+        (layout,) = [c["layout"] for c in installation["spec"]["configuration"]["clusters"]]
+        for template in installation["spec"]["templates"]["podTemplates"]:
+            made.append({
+                "kind": "StatefulSet",
+                "metadata": {"name": f"ClickHouse {installation['metadata']['name']}"},
+                "spec": {"replicas": layout["shardsCount"] * layout["replicasCount"],
+                         "template": {"spec": template["spec"]}},
+            })  # fmt: skip
+    # ZooKeeper comes from the clickhouse chart's own zookeeper subchart (file://../zookeeper),
+    # which the pinned copy does not hold: counted from the values the chart hands it (the
+    # signoz chart's clickhouse.zookeeper: a request, no limit).
+    values = yaml.safe_load((chart_dir(install, upstream, tmp_path_factory.mktemp("z")) / "values.yaml").read_text())  # fmt: skip
+    zookeeper = values["clickhouse"]["zookeeper"]
+    assert not any(
+        d["metadata"]["name"].endswith("zookeeper") for d in docs if d["kind"] == "StatefulSet"
+    )
+    made.append({
+        "kind": "StatefulSet",
+        "metadata": {"name": "ZooKeeper (clickhouse chart's subchart)"},
+        "spec": {"replicas": zookeeper["replicaCount"],
+                 "template": {"spec": {"containers": [{"resources": zookeeper["resources"]}]}}},
+    })  # fmt: skip
+    signoz = node_pods(
+        {"signoz chart": docs, "ClickHouseInstallation": made[:-1], "signoz values": made[-1:]}
+    )
+    return {"jaeger": jaeger, "signoz": signoz}
+
+
+@pytest.mark.parametrize("backend", ["jaeger", "signoz"])
+def test_each_profile_with_a_tracing_backend(profile, backend_pods, backend):
+    name, pods = profile
+    tracing = backend_pods[backend]
+    every = pods + tracing
+    vm = PROFILE_VM[name] + TRACING_VM_EXTRA[backend]
+    requests = sum(p.total_request for p in every)
+    limits = sum(p.total_limit for p in every)
+    own = sum(p.total_request for p in tracing), sum(p.total_limit for p in tracing)
+    print(
+        f"\n{name} + {backend}: requests {gib(requests)}, limits {gib(limits)} (the backend "
+        f"{gib(own[0])} / {gib(own[1])}), VM {gib(vm)}"
+    )
+    for pod in sorted(tracing, key=lambda p: p.total_request, reverse=True):
+        print(
+            f"  {pod.name}: {pod.total_request >> 20}Mi / {pod.total_limit >> 20}Mi ({pod.origin})"
+        )
+    assert budget_problem(name, every, vm - KUBERNETES_RESERVE) == ""
+    assert budget_problem(name, every, vm, "limit") == ""
+    if backend == "jaeger":  # fits the profile's own VM: laptop stays an 8 GiB Docker
+        assert vm == PROFILE_VM[name]
+    else:  # SigNoz with ClickHouse does not fit the profile's own VM
+        assert budget_problem(name, every, PROFILE_VM[name], "limit") != ""
+    # The preflight asks Docker for the requests and Kubernetes' reserve, and passes the VM.
+    preflight = role_defaults("preflight")
+    threshold = (
+        preflight["preflight_docker_memory_gib"][name]
+        + preflight["preflight_tracing_memory_gib"][backend]
+    ) * GIB
+    assert requests + KUBERNETES_RESERVE <= threshold <= 0.96 * vm
+    if backend == "jaeger":  # exactly its request: the laptop threshold has no room to spare
+        assert preflight["preflight_tracing_memory_gib"]["jaeger"] * GIB == own[0]

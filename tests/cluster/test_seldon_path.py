@@ -310,3 +310,158 @@ def test_make_infer_runs_seldons_simple_test_before_the_income_scenarios(seldon,
     assert "tfsimple1 not served (it needs the Triton Server: make cluster deploy TRITON=1)" in out
     assert out.count('"predict"') >= 4 and "== outliers" in out
     assert log.read_text() == "pipeline infer\n"
+
+
+# --- Tracing: off stays off, on points every component at the collector (make TRACING=) --------
+
+SELDON_CHARTS = ("seldon-core-v2-setup", "seldon-core-v2-runtime")
+# The Seldon components that run Seldon's own code (the Go scheduler and gateways read
+# /mnt/tracing/tracing.json, the dataflow engine's Java agent the OTEL_* env): each must take the
+# operator's seldon-tracing ConfigMap (envoy and hodometer carry no tracing).
+TRACED_COMPONENTS = (
+    "seldon-scheduler", "seldon-modelgateway", "seldon-pipelinegateway", "seldon-dataflow-engine",
+)  # fmt: skip
+
+
+def effective_tracing(runtime: dict, seldon_config: dict) -> dict:
+    """The runtime's tracingConfig with the SeldonConfig's as defaults, as operator v2.10.2 does
+    (runtime_reconciler.go: runtime.Spec.Config.AddDefaults(seldonConfig.Spec.Config);
+    seldonconfig_types.go TracingConfig.addDefaults fills ratio, endpoint and protocol when empty,
+    never disable)."""
+    merged = {"disable": bool(runtime.get("disable"))}
+    for key in ("otelExporterEndpoint", "otelExporterProtocol", "ratio"):
+        merged[key] = runtime.get(key) or seldon_config.get(key)
+    return merged
+
+
+def tracing_config_map(tracing: dict) -> dict:
+    """The seldon-tracing ConfigMap's OTEL keys the operator writes from it (v2.10.2
+    controllers/reconcilers/seldon/configmap_reconciler.go getTracingConfigMap)."""
+    return {
+        "OTEL_JAVAAGENT_ENABLED": str(not tracing["disable"]).lower(),
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{tracing['otelExporterEndpoint']}",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": tracing["otelExporterProtocol"],
+    }
+
+
+def _of_kind(docs: list[dict], kind: str, name: str | None = None) -> dict:
+    (found,) = [d for d in docs if d["kind"] == kind and name in (None, d["metadata"]["name"])]
+    return found
+
+
+def _env(container: dict) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env") or []}
+
+
+@pytest.fixture(scope="module")
+def seldon_tracing(rendered, tmp_path_factory) -> dict[str, dict[str, list[dict]]]:
+    """backend -> {chart or template: rendered objects} with tracing_backend=<backend>."""
+    from income_bundle_dev.upstream_checks import (
+        chart_dir,
+        find_helm,
+        find_upstream_dir,
+        helm_template,
+    )
+    from tests.cluster.test_upstream_charts import NODE_VERSION
+    from tests.support.tracing import installs, render_template
+
+    helm = find_helm()
+    if helm is None:
+        pytest.skip("helm not on PATH or in ~/.cache/income-bundle (.ci/run builds it)")
+    upstream, work = find_upstream_dir(ROOT), tmp_path_factory.mktemp("seldon-tracing")
+    objects = {}
+    for backend in ("off", "jaeger", "signoz"):
+        chosen = installs(rendered, backend, SELDON_CHARTS)
+        objects[backend] = {
+            install.chart: helm_template(
+                helm, chart_dir(install, upstream, work), install, NODE_VERSION
+            )
+            for install in chosen
+        }
+        objects[backend]["installs"] = chosen
+        objects[backend]["server.yaml"] = render_template("seldon_core", "server.yaml.j2", backend)
+    return objects
+
+
+@pytest.mark.parametrize("backend", ["jaeger", "signoz"])
+def test_tracing_on_points_every_seldon_component_and_mlserver_at_the_collector(
+    seldon_tracing, backend
+):
+    import json
+
+    from tests.support.tracing import COLLECTOR_SERVICE, OTLP_GRPC_PORT
+
+    endpoint = f"{COLLECTOR_SERVICE[backend]}.tracing:{OTLP_GRPC_PORT}"
+    objects = seldon_tracing[backend]
+    config = _of_kind(objects["seldon-core-v2-setup"], "SeldonConfig")
+    assert config["spec"]["config"]["tracingConfig"] == {
+        "disable": False, "otelExporterEndpoint": endpoint, "otelExporterProtocol": "grpc",
+        "ratio": "1",
+    }  # fmt: skip
+    runtime = _of_kind(objects["seldon-core-v2-runtime"], "SeldonRuntime")
+    tracing = effective_tracing(runtime["spec"]["config"]["tracingConfig"], config["spec"]["config"]["tracingConfig"])  # fmt: skip
+    assert tracing == {
+        "disable": False, "otelExporterEndpoint": endpoint, "otelExporterProtocol": "grpc",
+        "ratio": "1",
+    }  # fmt: skip
+    # The dataflow engine's Java agent: on, exporting OTLP over gRPC to the same collector.
+    assert tracing_config_map(tracing) == {
+        "OTEL_JAVAAGENT_ENABLED": "true",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{endpoint}",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+    }
+    components = {c["name"]: c for c in config["spec"]["components"]}
+    for name in TRACED_COMPONENTS:
+        assert "seldon-tracing" in json.dumps(components[name]), name
+    # MLServer: the income Server's mlserver container (merged by name into the ServerConfig's,
+    # env appended: operator common/patch_utils.go MergeContainers) names the collector.
+    server = _of_kind(objects["server.yaml"], "Server")
+    (mlserver,) = [c for c in server["spec"]["podSpec"]["containers"] if c["name"] == "mlserver"]
+    assert _env(mlserver)["MLSERVER_TRACING_SERVER"] == endpoint
+    server_config = _of_kind(objects["seldon-core-v2-setup"], "ServerConfig", "mlserver")
+    (stock,) = [
+        c for c in server_config["spec"]["podSpec"]["containers"] if c["name"] == "mlserver"
+    ]
+    assert "MLSERVER_TRACING_SERVER" not in _env(stock)  # why the Server sets it itself
+
+
+def test_tracing_off_stays_off_and_renders_the_objects_of_before(seldon_tracing, tmp_path):
+    import copy
+    import dataclasses
+
+    from income_bundle_dev.upstream_checks import (
+        chart_dir,
+        find_helm,
+        find_upstream_dir,
+        helm_template,
+    )
+    from tests.cluster.test_upstream_charts import NODE_VERSION
+
+    objects = seldon_tracing["off"]
+    config = _of_kind(objects["seldon-core-v2-setup"], "SeldonConfig")
+    assert config["spec"]["config"]["tracingConfig"]["disable"] is True
+    runtime = _of_kind(objects["seldon-core-v2-runtime"], "SeldonRuntime")
+    tracing = effective_tracing(runtime["spec"]["config"]["tracingConfig"], config["spec"]["config"]["tracingConfig"])  # fmt: skip
+    assert tracing["disable"] is True
+    assert tracing_config_map(tracing)["OTEL_JAVAAGENT_ENABLED"] == "false"
+    # No MLServer is handed an address: not the chart's default seldon-collector.seldon-mesh:4317.
+    server_config = _of_kind(objects["seldon-core-v2-setup"], "ServerConfig", "mlserver")
+    (agent,) = [c for c in server_config["spec"]["podSpec"]["containers"] if c["name"] == "agent"]
+    assert _env(agent)["MLSERVER_TRACING_SERVER"] == ""
+    server = _of_kind(objects["server.yaml"], "Server")
+    for container in server["spec"]["podSpec"]["containers"]:
+        assert "MLSERVER_TRACING_SERVER" not in _env(container)
+    # The values the roles handed the charts before tracing could be turned on render the very
+    # same objects.
+    helm, upstream = find_helm(), find_upstream_dir(ROOT)
+    for install in objects["installs"]:  # type: ignore[union-attr]
+        values = copy.deepcopy(install.values)
+        if install.chart == "seldon-core-v2-setup":
+            values["opentelemetry"] = {"disable": True, "endpoint": ""}
+        else:
+            values["config"]["tracingConfig"] = {"disable": True}
+        before = dataclasses.replace(install, values=values)
+        assert (
+            helm_template(helm, chart_dir(before, upstream, tmp_path), before, NODE_VERSION)
+            == objects[install.chart]
+        ), install.chart

@@ -13,9 +13,11 @@ addresses and Services the real ones write, with their sources), and the API ser
 admission webhook (their servers are pods that never run).
 
 Switched off by the roles' documented variables (EXISTING_CLUSTER below), so not exercised
-here: creating the kind cluster, building and loading the MLServer images, downloading the
-seldon CLI, the final calls to seldon-mesh and to the InferenceService, and (kserve_stack)
-downloading Knative's release files: they are copied from tests/data/knative-release instead.
+here: creating the kind cluster, downloading the seldon CLI, the final calls to seldon-mesh and
+to the InferenceService, and (kserve_stack) downloading Knative's release files: they are copied
+from tests/data/knative-release instead. The images are built, saved for the node's platform and
+loaded into the node as archives, by stand-ins for docker and kind
+(income_bundle_dev.container_standins: they check what they are asked and record it).
 """
 
 from __future__ import annotations
@@ -42,11 +44,13 @@ WAIT_S = 180
 # switches of _existing_cluster_vars, or a branch the default settings do not take. Any other
 # skipped task fails the test (a wait skipped by mistake would otherwise pass unnoticed).
 SKIPPED_ON_PURPOSE = {
-    "no docker or kind is needed (kind_cluster_create and every *_build_image false)": [
+    "no kind node to size (kind_cluster_create false)": [
+        "preflight : Probe Docker's memory and CPUs (the kind node's, since it runs as a container)",
+    ],
+    "setup-ecosystem checks kubectl and helm only (preflight_tools)": [
         "preflight : Probe the Docker daemon",
         "preflight : Probe Docker's buildx plugin (community.docker.docker_image_build builds with it)",
         "preflight : Probe kind",
-        "preflight : Probe Docker's memory and CPUs (the kind node's, since it runs as a container)",
     ],
     "the deploy plays check kubectl only": ["preflight : Probe helm"],
     "kind_cluster_create=false": [
@@ -75,19 +79,7 @@ SKIPPED_ON_PURPOSE = {
         "seldon_core : Hash the downloaded seldon CLI",
         "seldon_core : Record the CLI's sha256 on first download (trust on first use)",
     ],
-    "seldon_core_build_image, kserve_stack_build_image, income_monitor_build_image=false": [
-        "seldon_core : Create the build folder",
-        "seldon_core : Render the MLServer image's Dockerfile",
-        "seldon_core : Build the MLServer image",
-        "seldon_core : Look for the image on the kind node",
-        "seldon_core : Load the image into kind",
-        "kserve_stack : Create the image build folder",
-        "kserve_stack : Render the MLServer image's Dockerfile",
-        "kserve_stack : Build the MLServer image",
-        "kserve_stack : Look for the image on the kind node",
-        "kserve_stack : Load the image into kind",
-        "income_monitor : Build the monitor's image",
-        "income_monitor : Look for the image on the kind node",
+    "kserve-all after seldon-all: the monitor's image is on the node already": [
         "income_monitor : Load the image into kind",
     ],
     "income_pipeline_deploy_with=k8s (the default)": [
@@ -112,6 +104,19 @@ SKIPPED_ON_PURPOSE = {
         "income_monitor : Assert the broker exists",
         "income_monitor : Apply the Triggers that deliver KServe's events to the monitor",
         "income_monitor : Wait for each Trigger to be ready",
+    ],
+    # With tracing on the role's objects are applied to a real API server by
+    # tests/cluster/test_tracing_cluster.py instead of a third pair of playbook runs.
+    "tracing_backend off (the default; the setup plays run the tracing role only when on)": [
+        "tracing : Validating arguments against arg spec 'main' - Install the tracing backend (Jaeger v2 or SigNoz) the cluster paths send traces to.",
+        "tracing : Check the types of the string variables",
+        "tracing : Create the tracing namespace",
+        "tracing : Install Jaeger v2 (its config, Deployment and Service)",
+        "tracing : Wait for the Jaeger Deployment to be available",
+        "tracing : Add the SigNoz chart repository",
+        "tracing : Install SigNoz (ClickHouse, its operator and ZooKeeper, the collector, SigNoz)",
+        "tracing : Say where the traces are",
+        "kserve_income : Log each request's traceparent with its events (tracing on)",
     ],
 }
 # Waits and installs that must have run (not skipped) in the first runs.
@@ -250,13 +255,11 @@ def _chart_dir(work: Path) -> Path:
 
 
 def _existing_cluster_vars(work: Path, charts: Path) -> dict:
-    """What a user with a cluster of their own (here the simulated one) sets: no kind, no image
-    builds or loads, charts and Knative's release files from folders, no calls to servers."""
+    """What a user with a cluster of their own (here the simulated one) sets: no kind cluster
+    created, charts and Knative's release files from folders, no calls to servers. The images are
+    built and loaded (by the docker and kind stand-ins)."""
     return {
         "kind_cluster_create": False,
-        "seldon_core_build_image": False,
-        "kserve_stack_build_image": False,
-        "income_monitor_build_image": False,
         "seldon_core_install_cli": False,
         "income_pipeline_check_mesh": False,
         "kserve_income_check_call": False,
@@ -302,7 +305,14 @@ def _inventory(cluster: simcluster.SimCluster) -> set[tuple[str, str, str]]:
 def _run(sim: Sim, playbook: str) -> PlaybookRun:
     from income_bundle_dev.upstream_checks import find_helm
 
-    path = os.pathsep.join([str(BIN), str(find_helm().parent), sim.cluster.env["PATH"]])
+    path = os.pathsep.join(
+        [
+            str(sim.build_dir / "standins" / "bin"),
+            str(BIN),
+            str(find_helm().parent),
+            sim.cluster.env["PATH"],
+        ]
+    )
     env = {
         **sim.cluster.env,
         "PATH": path,
@@ -334,6 +344,7 @@ def _run(sim: Sim, playbook: str) -> PlaybookRun:
 def sim(tmp_path_factory, training_report):
     """One simulated cluster for the module, with the stand-ins running; the playbook runs are
     recorded in `runs` in the order the tests make them."""
+    from income_bundle_dev import container_standins
     from income_bundle_dev.standins import KIND_STORAGE_CLASS, StandInControllers
 
     work = tmp_path_factory.mktemp("sim-playbooks")
@@ -345,8 +356,13 @@ def sim(tmp_path_factory, training_report):
     ):
         # What kind's node image installs (the income monitor's store claims a volume of it).
         assert not cluster.server_side_apply([KIND_STORAGE_CLASS])
+        # docker and kind for the image builds and loads: the node's platform is its arch label.
+        (node,) = cluster.get_json("nodes")["items"]
+        arch = node["metadata"]["labels"]["kubernetes.io/arch"]
+        container_standins.install(work / "standins" / "bin", work / "standins", arch, "income")
         yield Sim(cluster, extra_vars, work, _inventory(cluster), {})
     assert stand_ins.error is None, stand_ins.error
+    assert container_standins.read_state(work / "standins")["errors"] == []
 
 
 def _first_and_second(sim: Sim, playbook: str) -> tuple[PlaybookRun, PlaybookRun]:
@@ -396,6 +412,24 @@ def test_seldon_all_runs_end_to_end(sim):
     assert mesh["spec"]["ports"][0]["nodePort"] == 30080
     monitors = cluster.get_json("-n", "seldon-mesh", "podmonitors,prometheusrules")["items"]
     assert {"income-mlserver", "income-alerts"} <= {item["metadata"]["name"] for item in monitors}
+    # The images the Server and the monitor run were built, saved for the node's platform and
+    # loaded into the node (container_standins checks each step).
+    _assert_images_on_the_node(sim, [
+        *(c["image"] for c in cluster.get_json("-n", "seldon-mesh", "server", "mlserver-income")[
+            "spec"]["podSpec"]["containers"] if "image" in c),
+        *(c["image"] for c in cluster.get_json("-n", "seldon-mesh", "statefulset", "income-monitor")[
+            "spec"]["template"]["spec"]["containers"]),
+    ])  # fmt: skip
+
+
+def _assert_images_on_the_node(sim: Sim, images: list[str]) -> None:
+    from income_bundle_dev.container_standins import node_reference, read_state
+
+    state = read_state(sim.build_dir / "standins")
+    assert state["errors"] == []
+    assert images and {node_reference(i) for i in images} <= set(state["node_images"]), state
+    saves = [c["args"] for c in state["calls"] if c["args"][:2] == ["image", "save"]]
+    assert saves and all(["--platform", f"linux/{state['arch']}"] == s[2:4] for s in saves)
 
 
 def test_seldon_all_second_run_changes_nothing(sim):
@@ -412,6 +446,12 @@ def test_kserve_all_runs_end_to_end_beside_the_seldon_path(sim):
     # The detectors are cluster-local Knative Services: their routes live under svc.cluster.local.
     drift = sim.cluster.get_json("-n", "income-kserve", "ksvc", "income-drift")
     assert drift["status"]["url"] == "http://income-drift.income-kserve.svc.cluster.local"
+    runtime = sim.cluster.get_json("-n", "income-kserve", "servingruntime", "income-mlserver")
+    _assert_images_on_the_node(
+        sim,
+        [c["image"] for c in runtime["spec"]["containers"]]
+        + [c["image"] for c in drift["spec"]["template"]["spec"]["containers"]],
+    )
     said = [
         result.get("msg", "")
         for name, result in first.results()

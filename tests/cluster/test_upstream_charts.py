@@ -47,6 +47,8 @@ ROLE_OBJECT_TEMPLATES = (
     "income-monitor-podmonitor-seldon.yaml",
     "income-monitor-podmonitor-kserve.yaml",
     "income-monitor-triggers.yaml",
+    "tracing-namespace.yaml",
+    "jaeger.yaml",
 )
 
 
@@ -109,6 +111,7 @@ def test_the_roles_install_the_pinned_charts(installs):
         ("seldon-core-v2-servers", "2.10.2"),
         ("kserve-crd", "v0.20.0"),
         ("kserve-resources", "v0.20.0"),
+        ("signoz", "0.131.0"),  # the tracing role, TRACING=signoz
     }
 
 

@@ -65,14 +65,14 @@ def role_waits() -> list[tuple[str, str, str]]:
 
 
 def image_pins(dockerfile: str) -> dict[str, str]:
-    """The Dockerfile's pip pins, after checking each equals requirements.txt's."""
-    pins = dict(re.findall(r"([a-z0-9\-]+)==([0-9.]+)", dockerfile))
-    requirements = dict(
-        re.findall(
-            r"^([a-z0-9\-]+)(?:\[[^\]]*\])?==([0-9.]+)",
-            (ROOT / "requirements.txt").read_text(),
-            re.M,
+    """The Dockerfile's pip pins, after checking each equals constraints.txt's (the lock, which
+    holds requirements.txt's pins and their closure)."""
+    pins = dict(re.findall(r"\s([a-z0-9][a-z0-9.\-]*)==(\S+)", dockerfile))
+    locked = {
+        re.sub(r"[-_.]+", "-", name).lower(): version
+        for name, version in re.findall(
+            r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)$", (ROOT / "constraints.txt").read_text(), re.M
         )
-    )
-    assert pins and all(requirements[name] == version for name, version in pins.items())
+    }
+    assert pins and all(locked.get(name) == version for name, version in pins.items())
     return pins
