@@ -205,6 +205,9 @@ class MonitoringStack:
                     f"--config.file={work / 'prometheus.yml'}",
                     f"--storage.tsdb.path={work / 'prometheus'}",
                     f"--web.listen-address={self.host}:{self.prometheus_port}",
+                    # Keeps the trace ids the gateway's latency histograms carry (OpenMetrics
+                    # exemplars), which the dashboard's latency panels link to the trace backend.
+                    "--enable-feature=exemplar-storage",
                 ],
                 work / "prometheus.log",
             )

@@ -89,6 +89,8 @@ class MLServer:
     ready_timeout_s: float = READY_TIMEOUT_S
     log_path: Path | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    # MLServer's OTLP/gRPC collector (its `tracing_server` setting); None: MLServer does not trace.
+    tracing_server: str | None = None
     _process: ServerProcess | None = field(default=None, init=False, repr=False)
     _workdir: tempfile.TemporaryDirectory | None = field(default=None, init=False, repr=False)
 
@@ -119,6 +121,10 @@ class MLServer:
             "parallel_workers": self.parallel_workers,
             "debug": False,
         }
+        if self.tracing_server:
+            # MLServer 1.7.1 then instruments its REST (FastAPI) and gRPC servers, continuing
+            # the gateway's traceparent, and exports with OTLPSpanExporter(endpoint=..., insecure).
+            settings["tracing_server"] = self.tracing_server
         (repository / "settings.json").write_text(json.dumps(settings))
         self.log_path = self.log_path or Path(self._workdir.name) / "mlserver.log"
         env = {

@@ -66,8 +66,11 @@ def infer(seldon, X: np.ndarray) -> tuple[str, dict[str, np.ndarray]]:
     )
     assert status == 200, answer
     outputs = {o["name"]: np.asarray(o["data"]).reshape(o["shape"]) for o in answer["outputs"]}
-    assert headers["x-request-id"] == answer["id"]
-    return answer["id"], outputs
+    # The pipeline gateway answers x-request-id twice, its Kafka key `0.<pipeline>.<id>` then
+    # the id; `dict(headers)` kept the first.
+    key = headers["x-request-id"]
+    assert key.startswith(f"0.{PIPELINE}.") and "id" not in answer
+    return key.removeprefix(f"0.{PIPELINE}."), outputs
 
 
 def feedback(seldon, body, pipeline: str = PIPELINE) -> tuple[int, dict]:

@@ -57,8 +57,10 @@ def test_seldon_client_style_request_with_other_input_name(seldon, scenario):
     )
     with urllib.request.urlopen(request, timeout=30) as response:
         answer = json.loads(response.read())
-        assert response.headers["x-request-id"] == answer["id"]
-    assert answer["model_name"] == "income-v1"
+        key, request_id = response.headers.get_all("x-request-id")
+        assert key == f"0.income-v1.{request_id}"
+        assert response.headers["x-pipeline-version"] == "1"
+    assert answer["model_name"] == "" and "id" not in answer  # as the pipeline gateway answers
     assert [o["name"] for o in answer["outputs"]] == ["predict"]
 
 

@@ -50,7 +50,12 @@ def infer(url: str, X: np.ndarray) -> dict:
         {"Content-Type": "application/json", "seldon-model": f"{PIPELINE}.pipeline"},
     )
     with urllib.request.urlopen(request, timeout=60) as response:
-        return json.loads(response.read())
+        answer = json.loads(response.read())
+        # The pipeline gateway answers x-request-id twice: its Kafka key `0.<pipeline>.<id>`,
+        # then the id itself, which the topics' x-request-id header carries.
+        key, request_id = response.headers.get_all("x-request-id")
+        assert key == f"0.{PIPELINE}.{request_id}"
+        return {**answer, "id": request_id}
 
 
 def records(store: SqliteStore) -> tuple[dict, list]:

@@ -166,8 +166,10 @@ REST_CASES = [
         400,
         "model income",
     ),
-    ("missing-header", None, body(tensor(ROW, [1, 12])), 400, "missing 'seldon-model' header"),
-    ("empty-header", "  ", body(tensor(ROW, [1, 12])), 400, "missing 'seldon-model' header"),
+    # Without the header the path names the target, as seldon-mesh's Lua filter does: here
+    # /v2/models/model/infer, and no model is called "model".
+    ("missing-header", None, body(tensor(ROW, [1, 12])), 404, "no model or pipeline 'model'"),
+    ("empty-header", "  ", body(tensor(ROW, [1, 12])), 404, "no model or pipeline 'model'"),
     ("unknown-model", "income-v9", body(tensor(ROW, [1, 12])), 404, "this gateway serves: income,"),
     (
         "pipeline-without-suffix",

@@ -8,6 +8,7 @@ panel's query returns data.
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -39,6 +40,7 @@ class Traffic:
         self.errors: list[str] = []
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, args=(i,)) for i in range(2)]
+        self._ids = itertools.count()
 
     def _post(
         self, path: str, body: dict, headers: dict | None = None, url: str | None = None
@@ -55,6 +57,12 @@ class Traffic:
             return e.code, json.loads(e.read())
 
     def _run(self, seed: int) -> None:
+        try:
+            self._send(seed)
+        except Exception as error:  # a dead sender must fail the test, not starve its alerts
+            self.errors.append(f"sender {seed} died: {error!r}")
+
+    def _send(self, seed: int) -> None:
         rng = np.random.default_rng(seed)
         while not self._stop.is_set():
             name = self.current
@@ -66,8 +74,13 @@ class Traffic:
                      "data": data.X[rows].ravel().tolist()}
                 ]
             }  # fmt: skip
+            # The client names its request (a pipeline's REST answer has no body id, as
+            # Seldon's), and sends its labels by that name.
+            request_id = f"traffic-{seed}-{next(self._ids)}"
             status, answer = self._post(
-                f"/v2/models/{PIPELINE}/infer", body, {"seldon-model": f"{PIPELINE}.pipeline"}
+                f"/v2/models/{PIPELINE}/infer",
+                body,
+                {"seldon-model": f"{PIPELINE}.pipeline", "x-request-id": request_id},
             )
             if status != 200:
                 self.errors.append(f"{status}: {answer}")
@@ -79,7 +92,7 @@ class Traffic:
             )
             if status != 200:
                 self.errors.append(f"model {status}: {answer_model}")
-            truth = {"id": answer["id"], "truth": data.y[rows].astype(int).tolist()}
+            truth = {"id": request_id, "truth": data.y[rows].astype(int).tolist()}
             status, answer = self._post(
                 f"/v2/pipelines/{PIPELINE}/feedback",
                 truth,
@@ -132,7 +145,10 @@ def test_alerts_follow_the_traffic_and_the_dashboard_has_data(watched, scenario)
 
         traffic.current = "low-education"
         drift = stack.wait_for_alert("IncomeFeatureDrift", ALERT_TIMEOUT_S)
-        assert drift, f"no IncomeFeatureDrift within {ALERT_TIMEOUT_S} s: {stack.log_tail()}"
+        assert drift, (
+            f"no IncomeFeatureDrift within {ALERT_TIMEOUT_S} s (traffic errors: {traffic.errors}): "
+            f"{stack.log_tail()}"
+        )
         features = {a["labels"]["feature"] for a in drift}
         assert "Education" in features
         for alert in drift:

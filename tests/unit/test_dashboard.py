@@ -65,7 +65,8 @@ def test_committed_dashboard_is_the_generated_one():
 def test_dashboard_imports_anywhere(dashboard):
     assert dashboard["uid"] == DASHBOARD_UID == "income-monitoring"
     assert dashboard["id"] is None
-    (variable,) = dashboard["templating"]["list"]
+    variable, trace_url = dashboard["templating"]["list"]
+    assert trace_url["name"] == "trace_url" and trace_url["type"] == "textbox"
     assert variable["name"] == "datasource"
     assert variable["type"] == "datasource" and variable["query"] == "prometheus"
     # No datasource is named anywhere but through the variable.
@@ -151,3 +152,23 @@ def test_dashboard_queries_refuse_a_variable_prometheus_cannot_fill(dashboard):
     broken["panels"][1]["targets"][0]["expr"] = 'up{job="$job"}'
     with pytest.raises(ValueError, match=r"\$job"):
         dashboard_queries(broken)
+
+
+def test_latency_panels_show_exemplars_and_link_to_the_trace_backend(dashboard, panels):
+    """The gateway's latency histograms carry trace ids as exemplars: the latency panels ask
+    for them and link to the trace backend, whose URL is one variable the dashboard's own link
+    uses too; the datasource's exemplar link opens a trace there."""
+    from income_bundle.monitoring.dashboard import exemplar_trace_link
+
+    latency = [p for p in panels if "_api_seconds_bucket" in json.dumps(p["targets"])]
+    assert {p["title"] for p in latency} == {
+        "Latency p50 and p99 per pipeline",
+        "Latency p50 and p99 per server",
+    }
+    for panel in latency:
+        assert all(target["exemplar"] for target in panel["targets"])
+        assert [link["url"].split("/")[0] for link in panel["links"]] == ["${trace_url}"]
+    (link,) = dashboard["links"]
+    assert link["url"] == "${trace_url}"
+    (destination,) = exemplar_trace_link("http://jaeger:16686/")["exemplarTraceIdDestinations"]
+    assert destination == {"name": "trace_id", "url": "http://jaeger:16686/trace/${__value.raw}"}

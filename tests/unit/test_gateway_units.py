@@ -4,7 +4,9 @@ The fronts and the gateway are real; MLServer is the StubForwarder stand-in (tes
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import re
 
 import numpy as np
 import pytest
@@ -360,9 +362,23 @@ def declared_settings(model):
     return declared(model)
 
 
+def test_xids_are_written_as_rs_xid_writes_them():
+    from income_bundle.v2.seldon_mesh import encode_xid, new_xid
+
+    # github.com/rs/xid v1.6.0 id_test.go: TestIDString.
+    assert encode_xid(bytes.fromhex("4d88e15b60f486e428412dc9")) == "9m4e2mr0ui3e8a215n4g"
+    ids = [new_xid(1_800_000_000), new_xid(1_800_000_000), new_xid(1_800_000_001)]
+    assert len(set(ids)) == 3 and all(re.fullmatch("[0-9a-v]{20}", i) for i in ids)
+    assert ids[2] > ids[0]  # time first: sortable by second
+    # The first four bytes are the Unix seconds, big-endian.
+    raw = base64.b32hexdecode(ids[0].upper() + "====")
+    assert len(raw) == 12 and int.from_bytes(raw[:4], "big") == 1_800_000_000
+
+
 def test_request_ids_as_seldon():
-    """Models: the client's x-request-id (else the body's id) is echoed, MLServer's answer is
-    untouched. Pipelines: the header wins over the body's id; without one, a new id."""
+    """Models: the client's x-request-id, else a new xid, as Seldon's agent answers; MLServer's
+    answer keeps its id (the body's). Pipelines: the client's x-request-id, else a new xid; answered as the pipeline
+    gateway does, the Kafka key `0.<pipeline>.<id>` then the bare id, and no body id (REST)."""
     forwarder = StubForwarder()
     front = RestFront(stub_gateway(forwarder))
     plain = {"inputs": [tensor(ROW, [1, 12])]}
@@ -381,10 +397,63 @@ def test_request_ids_as_seldon():
     )
     (_, h1, _), (_, h2, r2), (_, h3, _), (_, h4, r4), (_, h5, r5) = answers
     assert h1["x-request-id"] == "head-1"
-    assert h2["x-request-id"] == "body-1" and json.loads(r2)["id"] == "body-1"
-    assert "x-request-id" not in h3
-    assert h4["x-request-id"] == "head-2" and json.loads(r4)["id"] == "head-2"
-    assert h5["x-request-id"] not in ("", "body-1") and json.loads(r5)["id"] == h5["x-request-id"]
+    assert re.fullmatch("[0-9a-v]{20}", h2["x-request-id"]) and json.loads(r2)["id"] == "body-1"
+    assert re.fullmatch("[0-9a-v]{20}", h3["x-request-id"]) and h3 != h2
+    assert h4["x-request-id"] == "0.income-production.head-2, head-2"
+    assert "id" not in json.loads(r4)
+    key, bare = h5["x-request-id"].split(", ")
+    assert re.fullmatch("[0-9a-v]{20}", bare), bare  # rs/xid's form, as util/ids.go makes
+    assert key == f"0.income-production.{bare}" and "id" not in json.loads(r5)
+
+
+def test_answers_are_named_and_routed_as_seldon_mesh_answers():
+    """A model answers as MLServer does behind Seldon's agent (`income_1`, version "1") with
+    Envoy's `x-seldon-route: :income_1:`; a pipeline as the pipeline gateway does: no model name
+    or id in the body, `x-pipeline-version: 1`, each step's route then the pipeline's."""
+    front = RestFront(stub_gateway())
+    plain = {"inputs": [tensor(ROW, [1, 12])]}
+    binary_out = {**plain, "parameters": {"binary_data_output": False}}
+    (s1, h1, r1), (s2, h2, r2), (s3, h3, r3) = asyncio.run(
+        _calls(
+            front,
+            [
+                _json_call("income", plain),  # MLServer's JSON passed through
+                _json_call("income", {**binary_out, "outputs": [{"name": "predict"}]}),
+                _json_call("income-v1.pipeline", plain, {"x-request-id": "r-1"}),
+            ],
+        )
+    )
+    assert (s1, s2, s3) == (200, 200, 200)
+    for headers, raw in ((h1, r1), (h2, r2)):
+        answer = json.loads(raw)
+        assert (answer["model_name"], answer["model_version"]) == ("income_1", "1")
+        assert headers["x-seldon-route"] == ":income_1:"
+        assert "x-pipeline-version" not in headers
+    answer = json.loads(r3)
+    assert answer["model_name"] == "" and set(answer) == {"model_name", "outputs"}
+    assert h3["x-request-id"] == "0.income-v1.r-1, r-1"
+    assert h3["x-pipeline-version"] == "1"
+    assert h3["x-seldon-route"] == ":income_1:, :income-v1.pipeline:"
+
+
+def test_without_the_header_the_path_names_the_model():
+    """seldon-mesh's Lua filter sets `seldon-model` from the path when a request has neither it
+    nor `x-seldon-route`; with a route header and no model header nothing is routed."""
+    forwarder = StubForwarder()
+    front = RestFront(stub_gateway(forwarder))
+    body = json.dumps({"inputs": [tensor(ROW, [1, 12])]}).encode()
+    (s1, h1, _), (s2, _, r2) = asyncio.run(
+        _calls(
+            front,
+            [
+                ("POST", "/v2/models/income/infer", body, JSON_HEADERS),
+                ("POST", "/v2/models/income/infer", body, {"x-seldon-route": ":income_1:"}),
+            ],
+        )
+    )
+    assert s1 == 200 and h1["x-seldon-route"] == ":income_1:"
+    assert s2 == 400 and "missing 'seldon-model' header" in json.loads(r2)["error"]
+    assert [model for model, _ in forwarder.calls] == ["income"]
 
 
 def test_pipeline_paths_as_seldons_pipeline_gateway():
@@ -432,7 +501,11 @@ async def _grpc_calls(gateway, calls):
                 except grpc.aio.AioRpcError as e:
                     results.append((e, None))
                     continue
-                results.append((response, {k: v for k, v in await call.initial_metadata()}))
+                found: dict[str, str] = {}
+                metadata = [*await call.initial_metadata(), *await call.trailing_metadata()]
+                for k, v in metadata:  # repeated keys joined, as HTTP
+                    found[k] = f"{found[k]}, {v}" if k in found else v
+                results.append((response, found))
     finally:
         await server.stop(grace=None)
         await gateway.close()
@@ -469,9 +542,22 @@ def test_grpc_request_id_metadata_is_read_and_sent_back():
         ("ModelInfer", request, [("seldon-model", "income"), ("x-request-id", "head-2")]),
     ]
     (r1, m1), (r2, m2), (r3, m3) = asyncio.run(_grpc_calls(stub_gateway(), calls))
-    assert m1["x-request-id"] == "head-1" and r1.id == "head-1"
-    assert m2["x-request-id"] not in ("", "body-1") and r2.id == m2["x-request-id"]
+    # A pipeline: the key alone as x-request-id (grpcserver.go), the request's own id in the
+    # answer, no model name or version; then the output message's headers and Envoy's route.
+    assert m1["x-request-id"] == "0.income-production.head-1" and r1.id == "body-1"
+    assert (r1.model_name, r1.model_version) == ("", "")
+    assert m1["x-pipeline-version"] == "1"
+    # The output joins two chains; Kafka Streams keeps the headers of the later one (the
+    # outlier detector's, after the preprocessor), as real Seldon answered in the trial.
+    assert m1["x-seldon-route"] == (
+        ":income-preprocess_1:, :income-outlier_1:, :income-production.pipeline:"
+    )
+    assert re.fullmatch(r"0\.income-production\.[0-9a-v]{20}", m2["x-request-id"])
+    assert r2.id == "body-1"
+    # A model: MLServer's answer through the agent (the id in a trailer), and Envoy's route.
     assert m3["x-request-id"] == "head-2" and r3.id == "body-1"
+    assert (r3.model_name, r3.model_version) == ("income_1", "1")
+    assert m3["x-seldon-route"] == ":income_1:"
 
 
 @pytest.mark.parametrize("target", ["income", "income-drift", PIPELINE, "income-v1.pipeline"])
@@ -567,7 +653,7 @@ def test_requests_are_counted_under_seldons_names_and_labels():
     ((answer, _),) = asyncio.run(
         _grpc_calls(grpc_gateway, [("ModelInfer", request, [("seldon-model", "income")])])
     )
-    assert answer.model_name == "income"
+    assert (answer.model_name, answer.model_version) == ("income_1", "1")
 
     counted = samples(gateway.metrics.registry)
     counted_grpc = samples(grpc_gateway.metrics.registry)

@@ -22,7 +22,7 @@ PACKAGES = {"income_bundle": ROOT / "src", "income_bundle_dev": ROOT / "dev"}
 # (layer, the modules in it: a name covers its submodules), from the bottom up.
 LAYERS = [
     ("foundation", ["income_bundle", "income_bundle.errors", "income_bundle.paths",
-                    "income_bundle.quiet", "income_bundle.settings_cli"]),
+                    "income_bundle.quiet", "income_bundle.settings_cli", "income_bundle.tracing"]),
     ("v2 core", ["income_bundle.v2"]),
     ("model runtime", ["income_bundle.runtime"]),
     ("tools", ["income_bundle.process", "income_bundle.rigs", "income_bundle.crds",

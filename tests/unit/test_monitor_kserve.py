@@ -189,3 +189,39 @@ def test_malformed_events_get_a_4xx(served, event, status, message):
     got_status, body = post(served, event)
     assert got_status == status and message in body, body
     assert served.call("GET", "/ready")[0] == 200
+
+
+def test_an_event_with_a_traceparent_is_recorded_and_traced_in_that_trace(tmp_path):
+    """CloudEvents' distributed tracing extension (`ce-traceparent`): the record keeps the trace
+    id, and the monitor's ingest and store write continue that trace."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from income_bundle import tracing
+
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    rows = np.ones((2, 12))
+    body = {"inputs": [{"name": "predict", "datatype": "FP32", "shape": [2, 12]}]}
+    body["inputs"][0]["data"] = rows.ravel().tolist()
+    event = logger_event(
+        kserve.REQUEST_EVENT_TYPE,
+        "ce-traced",
+        body,
+        traceparent=f"00-{trace_id}-00f067aa0ba902b7-01",
+    )
+    store = SqliteStore(tmp_path / "records.sqlite")
+    served = Served(Monitor(store, {SERVICE: INFO}))
+    exporter = InMemorySpanExporter()
+    tracing.configure(None, processor=SimpleSpanProcessor(exporter))
+    try:
+        status, answer = post(served, event)
+        assert status == 202, answer
+        assert store.request("ce-traced").trace_id == trace_id
+    finally:
+        tracing.shutdown()
+        served.stop()
+        store.close()
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    for name in ("monitor ingest", "monitor store write"):
+        assert format(spans[name].context.trace_id, "032x") == trace_id
+    assert spans["monitor ingest"].attributes["cloudevents.event_id"] == "ce-traced"

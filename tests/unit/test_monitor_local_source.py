@@ -186,3 +186,40 @@ def test_hand_overs_the_store_refuses_are_counted_as_write_failed(tmp_path):
     assert [r.request_id for r in store.requests(TAPS.pipeline)] == ["kept"]
     source.close()
     store.close()
+
+
+def test_a_traced_hand_over_records_its_trace_and_continues_it(tmp_path):
+    """A hand-over inside the request's span: the record and its labelling rows carry the trace
+    id, and the monitor's ingest and store-write spans are in that trace. Untraced, none."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from income_bundle import tracing
+
+    store = SqliteStore(tmp_path / "monitor.sqlite")
+    source = GatewaySource(store, [TAPS])
+    exporter = InMemorySpanExporter()
+    tracing.configure(None, processor=SimpleSpanProcessor(exporter))
+    try:
+        with tracing.span("gateway infer"):
+            trace_id = tracing.trace_id()
+            hand_over(source, "traced", np.ones((2, 12)), [1, 0])
+        assert source.flush()
+        hand_over(source, "untraced", np.ones((1, 12)) * 2, [1])
+        assert source.flush()
+    finally:
+        tracing.shutdown()
+        source.close()
+    assert store.request("traced").trace_id == trace_id
+    assert store.request("untraced").trace_id is None
+    rows = labelling_rows(store, TAPS.pipeline, SCHEMA, ["outlier"])
+    assert {(row["request_id"], row["trace_id"]) for row in rows} == {
+        ("traced", trace_id),
+        ("untraced", ""),
+    }
+    in_trace = [
+        s.name
+        for s in exporter.get_finished_spans()
+        if format(s.context.trace_id, "032x") == trace_id
+    ]
+    assert sorted(in_trace) == ["gateway infer", "monitor ingest", "monitor store write"]

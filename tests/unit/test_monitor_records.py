@@ -31,6 +31,9 @@ FLAGS = [0, 1, 0]
 SCORES = [0.25, 7.5, 0.5]
 P_VALUES = [0.5] * 11 + [0.0078125]
 THRESHOLD = 0.0625
+# The request's W3C trace context, as each transport carries it.
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
 
 
 def tensor(name: str, datatype: str, values) -> Tensor:
@@ -52,7 +55,7 @@ def local_writes() -> list[StoreWrite]:
     results = {"income": StepResult([], [CLASSES]), "income-outlier": StepResult([], OUTLIER)}
     drift = StepResult([FEATURES], VERDICT, members=[(REQUEST_ID, 3)])
     return [
-        local.translate_request(TAPS, REQUEST_ID, AT, [FEATURES], results),
+        local.translate_request(TAPS, REQUEST_ID, AT, [FEATURES], results, TRACE_ID),
         local.translate_async(TAPS, REQUEST_ID, AT, {"income-drift": drift}),
     ]
 
@@ -74,6 +77,7 @@ def encoded(kind: str, model: str, tensors: list[Tensor]) -> bytes:
 
 def kafka_writes() -> list[StoreWrite]:
     headers = [("pipeline", PIPELINE.encode()), ("x-request-id", REQUEST_ID.encode())]
+    headers.append(("traceparent", TRACEPARENT.encode()))
     messages = [
         ("pipeline", PIPELINE, "inputs", [FEATURES]),
         ("pipeline", PIPELINE, "outputs", [CLASSES, OUTLIER[0]]),
@@ -105,6 +109,7 @@ def event(ce_type: str, event_id: str, data: dict) -> StoreWrite:
         "time": "2023-11-14T22:13:20Z",
         "inferenceservicename": PIPELINE,
         "datacontenttype": "application/json",
+        "traceparent": TRACEPARENT,  # CloudEvents' distributed tracing extension
     }
     headers, body = to_binary(CloudEvent(attributes, data))
     return kserve.translate_event(kserve.read_event(headers, body), TAPS)
@@ -156,6 +161,7 @@ def test_the_three_sources_make_the_same_request_record(stores):
         outlier_scores=SCORES,
         time=AT,
         sequence=1,
+        trace_id=TRACE_ID,
     )
     for record in records.values():
         assert dataclasses.replace(record, source=expected.source) == expected

@@ -224,3 +224,78 @@ def test_feedback_for_an_ambiguous_id_is_a_409_that_says_why(tmp_path):
         assert status == 404  # a response alone is no record to score
     finally:
         served.stop()
+
+
+def test_feedback_takes_the_id_as_the_pipeline_answered_it(tmp_path):
+    """A gRPC client sees only Seldon's Kafka key `<partition>.<pipeline>.<id>` as its
+    x-request-id: feedback by it finds the request; an id stored in that form is still found as
+    given, and another pipeline's key is no alias."""
+    from tests.support.monitor_service import INFO, Served
+
+    store = SqliteStore(tmp_path / "monitor.sqlite")
+    for request_id in ("c9a1", f"0.{PIPELINE}.literal", "other"):
+        store.write(request(request_id, rows=[[1.0] * 12]))
+        store.write(response(request_id, [1]))
+    served = Served(Monitor(store, {PIPELINE: INFO}))
+    try:
+        url = f"/v2/pipelines/{PIPELINE}/feedback"
+        status, answer = served.call("POST", url, {"id": f"0.{PIPELINE}.c9a1", "truth": [">50K"]})
+        assert status == 200, answer
+        assert json.loads(answer)["id"] == "c9a1"
+        assert store.request("c9a1").truth == [1]
+        status, answer = served.call(
+            "POST", url, {"id": f"0.{PIPELINE}.literal", "truth": [">50K"]}
+        )
+        assert status == 200 and json.loads(answer)["id"] == f"0.{PIPELINE}.literal", answer
+        status, _ = served.call("POST", url, {"id": "0.another-pipeline.other", "truth": [">50K"]})
+        assert status == 404
+    finally:
+        served.stop()
+
+
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+def test_a_record_keeps_its_trace_id_even_when_its_parts_arrive_apart(tmp_path):
+    """The trace id comes with whichever part carried a traceparent (here a response part held
+    before its request) and stays with the record."""
+    store = SqliteStore(tmp_path / "store.db")
+    held = RequestRecord("r-1", PIPELINE, predicted=[1, 0], trace_id=TRACE)
+    store.write(StoreWrite(requests=[held]))
+    store.write(request("r-1"))
+    store.write(request("r-2"))
+    assert store.request("r-1").trace_id == TRACE
+    assert store.request("r-2").trace_id is None
+
+
+def test_a_store_written_before_trace_ids_opens_readable_and_gains_the_column(tmp_path):
+    """A store from before the trace_id column: its records read back (trace id None) and new
+    records store theirs."""
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript(
+        """
+        CREATE TABLE requests (request_id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, source TEXT,
+            time REAL, pipeline_version TEXT, rows TEXT, predicted TEXT, outlier_flags TEXT,
+            outlier_scores TEXT, truth TEXT, truth_time REAL, sequence INTEGER);
+        CREATE TABLE held_parts (request_id TEXT PRIMARY KEY, pipeline TEXT NOT NULL,
+            since REAL NOT NULL, pipeline_version TEXT, predicted TEXT, outlier_flags TEXT,
+            outlier_scores TEXT);
+        """
+    )
+    db.execute(
+        "INSERT INTO requests (request_id, pipeline, source, rows, predicted, sequence) "
+        "VALUES ('old', ?, 'local-gateway', ?, '[1,0]', 0)",
+        (PIPELINE, json.dumps(ROWS)),
+    )
+    db.commit()
+    db.close()
+    store = SqliteStore(path)
+    old = store.request("old")
+    assert (old.rows, old.predicted, old.trace_id) == (ROWS, [1, 0], None)
+    store.write(
+        StoreWrite(requests=[RequestRecord("new", PIPELINE, rows=[[3.0] * 12], trace_id=TRACE)])
+    )
+    assert store.request("new").trace_id == TRACE
+    store.close()
+    assert SqliteStore(path).request("new").trace_id == TRACE  # a second open changes nothing

@@ -456,6 +456,26 @@ def measure(levels: list[int], parallel_workers: int = 2, adaptive_batching: boo
     return results
 
 
+def paired_against_mlserver(seldon, pairs: int = 500, rounds: int = 200) -> dict:
+    """The paired hop overhead and pipeline ratio of a running local Seldon against its own
+    MLServer (what benchmarks/tracing.py compares with tracing off and on)."""
+    from income_bundle.scenarios import load_scenario
+
+    X = load_scenario("reference").X[:20]
+    mlserver_url = _mlserver_url(seldon)
+
+    async def run() -> dict:
+        async with aiohttp.ClientSession() as session:
+            preprocess = f"{mlserver_url}/v2/models/income-preprocess/infer"
+            out = await _post(session, preprocess, _request(X), {})
+        features = np.asarray(out["outputs"][0]["data"]).reshape(out["outputs"][0]["shape"])
+        hop = await paired_hop_overhead(mlserver_url, seldon.http_url, X, pairs)
+        pipeline = await paired_pipeline(mlserver_url, seldon.http_url, X, features, rounds)
+        return {"paired_hop": hop, "paired_pipeline": pipeline}
+
+    return asyncio.run(run())
+
+
 def _mlserver_url(seldon) -> str:
     import re
 
@@ -518,6 +538,11 @@ class GatewayBenchmarkSettings(CommandSettings):
         True, description="compare with MLServer's adaptive batching (--no-adaptive-batching: skip)"
     )
     json_file: Path | None = Field(None, description="also write the results as JSON here")
+    tracing: bool = Field(
+        True,
+        description="also measure tracing off and on, to Jaeger (--no-tracing: skip; "
+        "benchmarks/tracing.py)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -527,7 +552,13 @@ def main(argv: list[str] | None = None) -> int:
         settings.parallel_workers,
         adaptive_batching=settings.adaptive_batching,
     )
+    if settings.tracing:
+        from income_bundle_dev.benchmarks import tracing
+
+        results["tracing"] = tracing.measure_tracing(paired_against_mlserver)
     print(format_results(results))
+    if "tracing" in results:
+        print("\n" + tracing.format_tracing(results["tracing"]))
     if settings.json_file:
         settings.json_file.write_text(json.dumps(results, indent=2) + "\n")
     return 0

@@ -57,6 +57,11 @@ FULL_WIDTH = 24
 PANEL_HEIGHT = 8
 STAT_HEIGHT = 5
 
+# The trace backend's UI (a dashboard variable: Jaeger here, SigNoz on a cluster) and the service
+# the gateway's spans are under (income_bundle.tracing).
+TRACE_URL_VARIABLE = "trace_url"
+DEFAULT_TRACE_URL = "http://127.0.0.1:16686"
+TRACED_SERVICE = "income-bundle-gateway"
 # Grafana's built-in interval variables, and what they stand for when a query leaves Grafana.
 GRAFANA_INTERVALS = ("$__rate_interval", "$__interval", "$__range")
 
@@ -83,6 +88,32 @@ def _target(expr: str, legend: str, ref_id: str) -> dict[str, Any]:
 
 def _targets(queries: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
     return [_target(expr, legend, chr(ord("A") + i)) for i, (expr, legend) in enumerate(queries)]
+
+
+def _with_exemplars(panel: dict[str, Any]) -> dict[str, Any]:
+    """A latency panel that shows the histogram's exemplars (the gateway's trace ids) and links
+    to the trace backend. A point's own trace opens through the Prometheus datasource's
+    exemplar link (`exemplar_trace_link`), which Grafana keeps per datasource, not per dashboard."""
+    for target in panel["targets"]:
+        target["exemplar"] = True
+    panel["links"] = [
+        {
+            "title": "Traces (trace backend)",
+            "url": f"${{{TRACE_URL_VARIABLE}}}/search?service={TRACED_SERVICE}",
+            "targetBlank": True,
+        }
+    ]
+    return panel
+
+
+def exemplar_trace_link(trace_url: str = DEFAULT_TRACE_URL) -> dict[str, Any]:
+    """The Prometheus datasource's `jsonData` that turns an exemplar's `trace_id` into a link to
+    its trace in the backend at `trace_url` (Jaeger's UI locally; SigNoz on a cluster)."""
+    return {
+        "exemplarTraceIdDestinations": [
+            {"name": "trace_id", "url": f"{trace_url.rstrip('/')}/trace/${{__value.raw}}"}
+        ]
+    }
 
 
 def _described(description: str, worlds: Sequence[str]) -> str:
@@ -250,15 +281,18 @@ def _service_panels() -> list[dict[str, Any]]:
             worlds=LOCAL_AND_SELDON,
             unit="reqps",
         ),
-        _timeseries(
-            "Latency p50 and p99 per pipeline",
-            "Pipeline request duration, from the pipeline gateway's latency histogram.",
-            [
-                (_latency(pipeline_latency, "pipeline", 0.5), "{{pipeline}} p50"),
-                (_latency(pipeline_latency, "pipeline", 0.99), "{{pipeline}} p99"),
-            ],
-            worlds=LOCAL_AND_SELDON,
-            unit="s",
+        _with_exemplars(
+            _timeseries(
+                "Latency p50 and p99 per pipeline",
+                "Pipeline request duration, from the pipeline gateway's latency histogram; its "
+                "exemplars name traced requests.",
+                [
+                    (_latency(pipeline_latency, "pipeline", 0.5), "{{pipeline}} p50"),
+                    (_latency(pipeline_latency, "pipeline", 0.99), "{{pipeline}} p99"),
+                ],
+                worlds=LOCAL_AND_SELDON,
+                unit="s",
+            )
         ),
         _timeseries(
             "Error rate per pipeline",
@@ -285,16 +319,19 @@ def _service_panels() -> list[dict[str, Any]]:
             worlds=LOCAL_AND_SELDON,
             unit="s",
         ),
-        _timeseries(
-            "Latency p50 and p99 per server",
-            "Duration of every call to the models of each MLServer Server, from the agent's "
-            "latency histogram (the explainer's second-long anchor searches included).",
-            [
-                (_latency(model_latency, "server", 0.5), "{{server}} p50"),
-                (_latency(model_latency, "server", 0.99), "{{server}} p99"),
-            ],
-            worlds=LOCAL_AND_SELDON,
-            unit="s",
+        _with_exemplars(
+            _timeseries(
+                "Latency p50 and p99 per server",
+                "Duration of every call to the models of each MLServer Server, from the agent's "
+                "latency histogram (the explainer's second-long anchor searches included); its "
+                "exemplars name traced requests.",
+                [
+                    (_latency(model_latency, "server", 0.5), "{{server}} p50"),
+                    (_latency(model_latency, "server", 0.99), "{{server}} p99"),
+                ],
+                worlds=LOCAL_AND_SELDON,
+                unit="s",
+            )
         ),
         _timeseries(
             "Error rate per model",
@@ -570,7 +607,20 @@ def build_dashboard() -> dict[str, Any]:
         "time": {"from": "now-1h", "to": "now"},
         "timepicker": {},
         "annotations": {"list": []},
-        "links": [],
+        "links": [
+            {
+                "title": "Traces",
+                "type": "link",
+                "url": f"${{{TRACE_URL_VARIABLE}}}",
+                "tooltip": "The trace backend (Jaeger locally, SigNoz on a cluster)",
+                "icon": "external link",
+                "targetBlank": True,
+                "asDropdown": False,
+                "includeVars": False,
+                "keepTime": False,
+                "tags": [],
+            }
+        ],
         "templating": {
             "list": [
                 {
@@ -586,7 +636,20 @@ def build_dashboard() -> dict[str, Any]:
                     "refresh": 1,
                     "regex": "",
                     "skipUrlSync": False,
-                }
+                },
+                {
+                    # One place to point the dashboard at the trace backend's UI.
+                    "name": TRACE_URL_VARIABLE,
+                    "label": "Trace backend URL",
+                    "type": "textbox",
+                    "query": DEFAULT_TRACE_URL,
+                    "current": {"text": DEFAULT_TRACE_URL, "value": DEFAULT_TRACE_URL},
+                    "options": [
+                        {"selected": True, "text": DEFAULT_TRACE_URL, "value": DEFAULT_TRACE_URL}
+                    ],
+                    "hide": 0,
+                    "skipUrlSync": False,
+                },
             ]
         },
         "panels": _layout(_sections()),

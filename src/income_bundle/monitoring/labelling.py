@@ -40,7 +40,8 @@ class LabellingSchema:
     @property
     def columns(self) -> list[str]:
         return [
-            "request_id", "row", "timestamp", "pipeline", "reason", *self.feature_names,
+            "request_id", "trace_id", "row", "timestamp", "pipeline", "reason",
+            *self.feature_names,
             "prediction", "outlier_score", "is_outlier", *DRIFT_COLUMNS,
         ]  # fmt: skip
 
@@ -111,6 +112,8 @@ def _row(
             flag = record.outlier_flags[index]
     values = [
         record.request_id if record else "",
+        # The request's trace (Jaeger/SigNoz) when it was traced: "" otherwise.
+        (record.trace_id or "") if record else "",
         index,
         _stamp(record.time if record else drift.get("time")),
         pipeline,

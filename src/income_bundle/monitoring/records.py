@@ -50,6 +50,7 @@ class RequestReading:
     source: str = ""
     time: float | None = None
     pipeline_version: str | None = None
+    trace_id: str | None = None  # the trace the message carried (traceparent), if any
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ def _request_record(taps: PipelineTaps, reading: RequestReading) -> RequestRecor
         time=reading.time,
         pipeline_version=reading.pipeline_version,
         rows=_rows(reading.inputs.get(taps.features)),
+        trace_id=reading.trace_id,
     )
     outputs = reading.outputs
     if taps.prediction in outputs:

@@ -15,6 +15,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import secrets
 import signal
 import socket
@@ -37,9 +38,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from income_bundle import tracing
 from income_bundle.errors import BundleError, ServingError
 from income_bundle.monitoring.feedback import FeedbackMetrics, FeedbackTracker, parse_labels
 from income_bundle.monitoring.labelling import REASONS, LabellingSchema, labelling_rows, write_rows
+from income_bundle.monitoring.records import RequestRecord
 from income_bundle.monitoring.store import RecordStore, SqliteStore, StoreMetrics
 from income_bundle.monitoring.validation import (
     CheckedStore,
@@ -168,10 +171,12 @@ class Monitor:
         if info is None:
             known = ", ".join(sorted(self.pipelines)) or "none"
             raise ServingError(404, f"{where}: this monitor watches no such pipeline ({known})")
-        record = self.checked.request(request_id)
+        record = self._request_by_answered_id(pipeline, request_id)
         if record is None and self.settle is not None:
             self.settle(5.0)  # a request answered a moment ago may still be on its way
-            record = self.checked.request(request_id)
+            record = self._request_by_answered_id(pipeline, request_id)
+        if record is not None:
+            request_id = record.request_id
         if record is None or record.pipeline != pipeline:
             raise ServingError(
                 404,
@@ -215,6 +220,17 @@ class Monitor:
             "duplicate": False,
             "window": dataclasses.asdict(stats),
         }
+
+    def _request_by_answered_id(self, pipeline: str, request_id: str) -> RequestRecord | None:
+        """The request's record by its id, or by the id a pipeline answer carries first: Seldon's
+        Kafka key `<partition>.<pipeline>.<id>` (scheduler/pkg/kafka/pipeline, getCompositeKey),
+        which a gRPC client sees as its only `x-request-id`. The id as given wins."""
+        record = self.checked.request(request_id)
+        if record is None:
+            keyed = re.fullmatch(rf"\d+\.{re.escape(pipeline)}\.(.+)", request_id)
+            if keyed is not None:
+                record = self.checked.request(keyed[1])
+        return record
 
     def _truth(self, request_id: str) -> list[int] | None:
         record = self.checked.request(request_id)
@@ -461,6 +477,7 @@ def build_app(
             OUTLIER_EVENT_TYPE,
             REQUEST_EVENT_TYPE,
             SOURCE,
+            event_traceparent,
             read_event,
             translate_event,
         )
@@ -483,8 +500,15 @@ def build_app(
             check_logger_data(where, data, "inputs", taps.features)
         else:
             check_logger_data(where, data, "outputs", taps.prediction)
-        change = translate_event(event, taps)
-        await asyncio.to_thread(monitor.store.write, change)
+        # The trace the event continues: its traceparent extension, else the HTTP header.
+        parent = tracing.context_from_traceparent(
+            event_traceparent(event) or request.headers.get(tracing.TRACEPARENT)
+        )
+        attributes = {"cloudevents.event_id": event.get_id(), "cloudevents.event_type": kind}
+        with tracing.span("monitor ingest", attributes, parent=parent):
+            change = translate_event(event, taps)
+            with tracing.span("monitor store write"):
+                await asyncio.to_thread(monitor.store.write, change)
         monitor.messages.labels(SOURCE).inc()
         # Knative: 202 with no body is "delivered, no reply".
         return Response(status_code=202)
@@ -679,6 +703,15 @@ class MonitorSettings(CommandSettings):
         description="the bearer token feedback must carry (generated, mode 0600, when the file "
         f"does not exist; default: {TOKEN_FILE} beside --store)",
     )
+    otlp_endpoint: str | None = Field(
+        None,
+        description="continue the traces of the messages it reads (Kafka headers, CloudEvents' "
+        "traceparent), exporting OTLP/gRPC spans to this collector (else "
+        "$OTEL_EXPORTER_OTLP_ENDPOINT; unset: no tracing)",
+    )
+    trace_sampling_ratio: float = Field(
+        1.0, ge=0.0, le=1.0, description="share of new traces kept (a sampled traceparent wins)"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -690,6 +723,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         MonitorSettings, argv, prog="income-monitor", description=main.__doc__
     )
     logging.basicConfig(level=logging.INFO)
+    endpoint = settings.otlp_endpoint or os.environ.get(tracing.ENDPOINT_ENV)
+    if tracing.configure(endpoint, ratio=settings.trace_sampling_ratio, service="income-monitor"):
+        tracing.install_log_filter()
     store = SqliteStore(settings.store)
     monitor = Monitor(store, {settings.pipeline: classifier_info(settings.classifier)})
     token = feedback_token(settings.token_file or settings.store.parent / TOKEN_FILE)
@@ -702,7 +738,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        config = uvicorn.Config(build_app(monitor, token), log_level="warning", lifespan="off")
+        from income_bundle.http_server import stall_bounded_protocol
+
+        config = uvicorn.Config(
+            build_app(monitor, token),
+            log_level="warning",
+            lifespan="off",
+            # A request that stalls is cut off (the app's own 408 covers a body, a second earlier).
+            http=stall_bounded_protocol(BODY_READ_TIMEOUT_S + 1.0),
+        )
         server = uvicorn.Server(config)
         server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         tasks = [asyncio.create_task(server.serve(sockets=[listening]))]
@@ -730,6 +774,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         asyncio.run(serve())
     finally:
         store.close()
+        tracing.shutdown()
 
 
 if __name__ == "__main__":

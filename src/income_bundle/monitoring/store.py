@@ -85,6 +85,7 @@ class RequestRecord:
     truth: list[int] | None = None
     truth_time: float | None = None
     sequence: int | None = None  # arrival order of the inputs within the pipeline
+    trace_id: str | None = None  # the request's W3C trace id (32 hex digits) when it was traced
 
 
 @dataclass
@@ -146,6 +147,7 @@ _REQUEST_COLUMNS = (
     "truth",
     "truth_time",
     "sequence",
+    "trace_id",
 )
 _JSON_COLUMNS = {"rows", "predicted", "outlier_flags", "outlier_scores", "truth", "p_values"}
 _BATCH_COLUMNS = ("pipeline", "time", "rows", "is_drift", "p_values", "threshold", "row_count")
@@ -163,7 +165,8 @@ CREATE TABLE IF NOT EXISTS requests (
     outlier_scores TEXT,
     truth TEXT,
     truth_time REAL,
-    sequence INTEGER
+    sequence INTEGER,
+    trace_id TEXT
 );
 CREATE INDEX IF NOT EXISTS requests_by_pipeline ON requests (pipeline, sequence);
 CREATE TABLE IF NOT EXISTS drift_batches (
@@ -185,7 +188,8 @@ CREATE TABLE IF NOT EXISTS held_parts (
     pipeline_version TEXT,
     predicted TEXT,
     outlier_flags TEXT,
-    outlier_scores TEXT
+    outlier_scores TEXT,
+    trace_id TEXT
 );
 CREATE INDEX IF NOT EXISTS held_parts_by_age ON held_parts (since);
 CREATE TABLE IF NOT EXISTS held_batches (
@@ -203,7 +207,17 @@ CREATE TABLE IF NOT EXISTS held_batches (
 CREATE TABLE IF NOT EXISTS ambiguous_ids (request_id TEXT PRIMARY KEY, pipeline TEXT NOT NULL);
 """
 # The parts of a request that arrive without its rows, held until the rows come.
-_HELD_COLUMNS = ("pipeline_version", "predicted", "outlier_flags", "outlier_scores")
+_HELD_COLUMNS = ("pipeline_version", "predicted", "outlier_flags", "outlier_scores", "trace_id")
+# Columns later versions added: (table, column, type). A store written before them gains them
+# when opened (their values NULL), so it stays readable and writable.
+_ADDED_COLUMNS = (("requests", "trace_id", "TEXT"), ("held_parts", "trace_id", "TEXT"))
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    for table, column, kind in _ADDED_COLUMNS:
+        present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
 def _to_sql(column: str, value: Any) -> Any:
@@ -254,6 +268,7 @@ class SqliteStore:
         # FULL: a committed write survives a power cut, not only a process crash.
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        _migrate(self._db)
         self.dropped: Counter[str] = Counter({reason: 0 for reason in DROP_REASONS})
         # Its own lock: the gateway's hand-over path counts drops while a write holds the store.
         self._dropped_lock = threading.Lock()

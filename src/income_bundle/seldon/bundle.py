@@ -91,6 +91,36 @@ class Pipeline:
     def step(self, name: str) -> Step | None:
         return next((s for s in self.steps if s.name == name), None)
 
+    def upstream(self, name: str) -> list[str]:
+        """The steps whose data reach step `name` (through inputs and triggers, transitively),
+        in step order: on a cluster, the messages `name` reads carry their headers."""
+        direct = {s.name: _sources(s, self.name) for s in self.steps}
+        seen: set[str] = set()
+        pending = list(direct.get(name, ()))
+        while pending:
+            other = pending.pop()
+            if other not in seen and other in direct:
+                seen.add(other)
+                pending.extend(direct[other])
+        return [s.name for s in self.steps if s.name in seen]
+
+    def output_chain(self) -> list[str]:
+        """The steps whose headers the pipeline's output message carries on a cluster. Kafka
+        Streams' join keeps the headers of the record that completed it, the one that arrived
+        last: taken here as the output source with the longest chain of steps before it (the
+        later entry on a tie), with that chain."""
+        chains = []
+        for text in self.output:
+            ref = TensorRef.parse(text, self.name)
+            if ref is not None and ref.source != self.name and self.step(ref.source):
+                chains.append([*self.upstream(ref.source), ref.source])
+        return max(reversed(chains), key=len) if chains else []
+
+
+def _sources(step: Step, pipeline: str) -> set[str]:
+    refs = [TensorRef.parse(r, pipeline) for r in (*step.inputs, *step.triggers)]
+    return {r.source for r in refs if r is not None and r.source != pipeline}
+
 
 @dataclass
 class Model:

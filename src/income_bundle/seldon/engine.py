@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import itertools
 import logging
@@ -26,7 +27,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from income_bundle import tracing
 from income_bundle.errors import ServingError
+from income_bundle.seldon import traced
 from income_bundle.seldon.bundle import Pipeline, Step, TensorRef
 from income_bundle.v2.tensors import Tensor, concat_rows
 
@@ -73,6 +76,8 @@ class _Run:
     inputs: list[Tensor]
     request_id: str = ""
     results: dict[str, asyncio.Future] = field(default_factory=dict)
+    # The request's context (its trace) for the asynchronous steps; None with tracing off.
+    context: contextvars.Context | None = None
 
     def settled(self, names: list[str] | set[str]) -> dict[str, StepResult]:
         """The results of these steps that fired and succeeded."""
@@ -170,6 +175,7 @@ class PipelineEngine:
     async def infer(self, inputs: list[Tensor], request_id: str = "") -> list[Tensor]:
         self.counters["requests"] += 1
         self.latest_inputs = inputs
+        traced.name_request(request_id)
         run = _Run(inputs, request_id)
         loop = asyncio.get_running_loop()
         for name in self.steps:
@@ -205,6 +211,8 @@ class PipelineEngine:
         return {name: batch.rows for name, batch in self._batches.items()}
 
     def _enqueue(self, run: _Run) -> None:
+        if tracing.enabled():
+            run.context = contextvars.copy_context()
         try:
             self._queue.put_nowait(run)
             self._idle.clear()
@@ -216,7 +224,10 @@ class PipelineEngine:
         loop = asyncio.get_running_loop()
         while True:
             run = await self._queue.get()
-            tasks = [loop.create_task(self._run_step(self.steps[n], run)) for n in self.async_steps]
+            tasks = [
+                loop.create_task(self._run_step(self.steps[n], run), context=run.context)
+                for n in self.async_steps
+            ]
             await asyncio.gather(*tasks, return_exceptions=True)
             futures = [run.results[n] for n in self.async_steps]
             failed = [f.exception() for f in futures if not f.cancelled() and f.exception()]
@@ -338,6 +349,7 @@ class PipelineEngine:
                 400, f"pipeline {self.pipeline.name}, step {step.name}: cannot batch: {e}"
             ) from e
 
+    @traced.step_span
     async def _call(self, step: Step, tensors: list[Tensor]) -> list[Tensor]:
         where = f"pipeline {self.pipeline.name}, step {step.name}"
         try:

@@ -9,7 +9,10 @@ from typing import Any
 
 import orjson
 
+from income_bundle import tracing
 from income_bundle.errors import ServingError
+from income_bundle.seldon import traced
+from income_bundle.seldon.protocol import LARGE_BODY_BYTES, LARGE_VALUES, off_loop, values_in
 from income_bundle.seldon.upstream import (
     RequestRefusedError,
     UpstreamClient,
@@ -19,11 +22,51 @@ from income_bundle.seldon.upstream import (
 )
 from income_bundle.v2.tensors import Tensor, from_json, to_json
 
-__all__ = ["MLServerForwarder", "translate_error"]
+__all__ = ["MLServerForwarder", "ModelOutputs", "translate_error"]
 
 log = logging.getLogger(__name__)
 
 JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def _request_body(tensors: list[Tensor], extra: dict | None) -> bytes:
+    return orjson.dumps({"inputs": [to_json(t) for t in tensors], **(extra or {})})
+
+
+def _outputs(model: str, answer: bytes) -> ModelOutputs:
+    payload = orjson.loads(memoryview(answer))  # orjson refuses bytes subclasses
+    parameters = payload.get("parameters")
+    return ModelOutputs(
+        (
+            from_json(o, f"model {model} output {i}")
+            for i, o in enumerate(payload.get("outputs", []))
+        ),
+        parameters=parameters if isinstance(parameters, dict) else {},
+        headers=getattr(answer, "headers", []),
+    )
+
+
+class ModelOutputs(list):
+    """A model's output tensors, with what else MLServer answered: the response's `parameters`
+    and its `x-` headers (the alibi-detect runtime's `x-seldon-alibi-type` and `-method`), which
+    Seldon's model gateway writes to the model's Kafka topic (kafka/gateway/worker.go
+    `produce`, `extractHeadersHttp`)."""
+
+    def __init__(self, tensors=(), *, parameters=None, headers=None):
+        super().__init__(tensors)
+        self.parameters: dict[str, Any] = parameters or {}
+        self.headers: list[tuple[str, str]] = headers or []
+
+
+class _HeadedAnswer(bytes):
+    """MLServer's answer with its `x-` headers (a few answers have any: the detectors')."""
+
+    headers: list[tuple[str, str]]
+
+    def __new__(cls, body: bytes, headers: list[tuple[str, str]]):
+        answer = super().__new__(cls, body)
+        answer.headers = headers
+        return answer
 
 
 class MLServerForwarder:
@@ -45,13 +88,12 @@ class MLServerForwarder:
         self, model: str, tensors: list[Tensor], extra: dict | None = None
     ) -> list[Tensor]:
         """Call a model with these tensors (and parameters/outputs); return its outputs."""
-        body = orjson.dumps({"inputs": [to_json(t) for t in tensors], **(extra or {})})
-        payload = orjson.loads(await self.infer_bytes(model, body))
-        return [
-            from_json(o, f"model {model} output {i}")
-            for i, o in enumerate(payload.get("outputs", []))
-        ]
+        large = values_in(tensors) > LARGE_VALUES
+        body = await off_loop(large, _request_body, tensors, extra)
+        answer = await self.infer_bytes(model, body)
+        return await off_loop(len(answer) > LARGE_BODY_BYTES, _outputs, model, answer)
 
+    @traced.forward_span
     async def infer_bytes(self, model: str, body: bytes) -> bytes:
         """POST a JSON request to the model and return MLServer's answer as it came; errors are
         ServingErrors naming the model, with the upstream client's status."""
@@ -69,6 +111,9 @@ class MLServerForwarder:
             raise ServingError(e.status, f"model {model!r}: {e.message}") from e
         if response.status != 200:
             raise ServingError(*translate_error(model, response.status, response.body))
+        extra = [(k, v) for k, v in response.headers.items() if k.startswith("x-")]
+        if extra:  # the detectors' x-seldon-alibi-* headers, which Seldon writes to Kafka
+            return _HeadedAnswer(response.body, extra)
         return response.body
 
     def _upstream_failed(self, model: str, error: UpstreamError) -> str:
@@ -81,8 +126,11 @@ class MLServerForwarder:
 
     async def _request(self, method: str, path: str, body: bytes = b"") -> UpstreamResponse:
         assert self._client is not None, "start() the forwarder first"
+        headers = JSON_HEADERS if body else None
+        if tracing.enabled():  # MLServer's spans become children of the current (forward) span
+            headers = tracing.inject(dict(headers or {}))
         async with asyncio.timeout(self.timeout_s):
-            return await self._client.request(method, path, body, JSON_HEADERS if body else None)
+            return await self._client.request(method, path, body, headers)
 
     async def ready(self, model: str | None = None) -> bool:
         path = f"/v2/models/{model}/ready" if model else "/v2/health/ready"

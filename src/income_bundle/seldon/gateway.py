@@ -20,12 +20,32 @@ from typing import TYPE_CHECKING, Any
 
 from income_bundle.errors import ServingError
 from income_bundle.runtime.contract import ModelContract
+from income_bundle.seldon import traced
 from income_bundle.seldon.bundle import Bundle, TensorRef
 from income_bundle.seldon.engine import PipelineEngine
 from income_bundle.seldon.forwarding import MLServerForwarder
 from income_bundle.seldon.metrics import GatewayMetrics
-from income_bundle.seldon.protocol import DEFAULT_MAX_REQUEST_ROWS, InferRequest, InferResult
-from income_bundle.v2.checks import new_request_id
+from income_bundle.seldon.protocol import (
+    DEFAULT_MAX_REQUEST_ROWS,
+    InferRequest,
+    InferResult,
+    derived_max_rows,
+    is_large,
+    off_loop,
+    versioned_answer,
+)
+from income_bundle.v2.checks import REQUEST_ID_HEADER, new_request_id
+from income_bundle.v2.seldon_kafka import PIPELINE_VERSION_HEADER
+from income_bundle.v2.seldon_mesh import (
+    PINNED_MODEL_VERSION,
+    PIPELINE_VERSION,
+    ROUTE_HEADER,
+    model_route,
+    new_xid,
+    pipeline_key,
+    pipeline_route,
+    versioned_model_name,
+)
 from income_bundle.v2.tensors import Tensor, to_json
 
 if TYPE_CHECKING:
@@ -43,6 +63,12 @@ def _tensor_metadata(item: dict[str, Any]) -> dict[str, Any]:
     return {"name": item["name"], "datatype": item["datatype"], "shape": list(item["shape"])}
 
 
+def _model_headers(model: str, answer: object) -> list[tuple[str, str]]:
+    """A model's answer's headers in seldon-mesh: MLServer's own `x-` headers (a detector's
+    `x-seldon-alibi-*`), which the forwarder kept on the answer, then the route Envoy adds."""
+    return [*getattr(answer, "headers", []), (ROUTE_HEADER, model_route(model))]
+
+
 class Gateway:
     """Routes V2 requests to models or pipelines; shared by the REST and gRPC fronts."""
 
@@ -55,12 +81,14 @@ class Gateway:
         step_timeout_s: float = 30.0,
         async_queue_size: int = 1000,
         ready_poll_s: float = 5.0,
-        max_request_rows: int = DEFAULT_MAX_REQUEST_ROWS,
+        max_request_rows: int | None = None,
     ):
         self.bundle = bundle
         # What the fronts refuse (413 / RESOURCE_EXHAUSTED) from the tensor headers, before
-        # decoding: one huge request must not hold the event loop or MLServer's workers.
+        # decoding: one huge request must not hold the event loop or MLServer's workers. None:
+        # sized per target from its declared inputs (max_rows).
         self.max_request_rows = max_request_rows
+        self._max_rows: dict[tuple[str, str], int] = {}
         self.forwarder = forwarder
         self.contracts = contracts
         self.step_timeout_s = step_timeout_s
@@ -152,6 +180,25 @@ class Gateway:
             *(f"{p}{PIPELINE_SUFFIX}" for p in sorted(self.engines)),
         ]
 
+    def max_rows(self, target: str | None) -> int:
+        """The rows a request for `target` (a seldon-model header) may carry: the override, or
+        protocol.derived_max_rows of the model's declared inputs (a pipeline's: those its entry
+        steps declare). A target that does not resolve gets the default; it is refused later."""
+        if self.max_request_rows is not None:
+            return self.max_request_rows
+        try:
+            kind, name = self.resolve(target)
+        except ServingError:
+            return DEFAULT_MAX_REQUEST_ROWS
+        if (kind, name) not in self._max_rows:
+            if kind == "pipeline":
+                declared = self.pipeline_signature(name)[0]
+            else:
+                contract = self.contracts.get(name)
+                declared = contract.declared if contract else []
+            self._max_rows[kind, name] = derived_max_rows(declared)
+        return self._max_rows[kind, name]
+
     def resolve(self, header: str | None) -> tuple[str, str]:
         """('model' | 'pipeline', name) for a seldon-model header value."""
         if header is None or not header.strip():
@@ -216,21 +263,27 @@ class Gateway:
             kind, name = self.resolve(request.target)
             record.update(kind=kind, name=name)
             if kind == "model":
-                return await self._infer_model(name, request)
-            return await self._infer_pipeline(name, request)
+                result = await self._infer_model(name, request)
+            else:
+                result = await self._infer_pipeline(name, request)
+            traced.describe_request(request, result)  # the fronts' request span
+            return result
 
     async def _infer_model(self, name: str, request: InferRequest) -> InferResult:
         """As seldon-mesh routes a model request straight to MLServer: the body goes through
-        unchanged (once checked) and MLServer's answer comes back as it is, with its id; the
-        client's x-request-id (or else the body's id) is echoed."""
+        unchanged (once checked) and MLServer's answer comes back with its id, named as the
+        agent loaded the model. The x-request-id is the agent's: the client's, else a new xid
+        (agent/rproxy.go `addRequestIdToResponse`, rproxy_grpc.go, where it is a trailer)."""
         contract = self.contracts.get(name) or ModelContract(name, [])
-        contract.validate(request)
-        echo = request.header_id or request.body_id()
+        await off_loop(is_large(request), contract.validate, request)
+        echo = request.header_id or new_xid()
         if request.raw is not None:  # the JSON as the client sent it, checked
             with self._agent_counted(name, "rest"):
                 answer = await self._forward_bytes(name, request.raw)
-            return InferResult("model", name, None, echo, raw=answer)
-        tensors = request.decode()
+            headers = _model_headers(name, answer)
+            answer = versioned_answer(answer, versioned_model_name(name), PINNED_MODEL_VERSION)
+            return InferResult("model", name, None, echo, raw=answer, headers=headers)
+        tensors = await off_loop(is_large(request), request.decode)
         try:
             async with asyncio.timeout(self.step_timeout_s):
                 with self._agent_counted(name, request.protocol):
@@ -239,21 +292,27 @@ class Gateway:
             raise ServingError(
                 504, f"model {name} did not answer within {self.step_timeout_s:g} s"
             ) from None
-        return InferResult("model", name, request.id or new_request_id(), echo, outputs=outputs)
+        # MLServer answers the request's id, or a UUID of its own when it had none.
+        return InferResult(
+            "model",
+            name,
+            request.id or new_request_id(),
+            echo,
+            outputs=outputs,
+            model_name=versioned_model_name(name),
+            model_version=PINNED_MODEL_VERSION,
+            headers=_model_headers(name, outputs),
+        )
 
     async def _infer_pipeline(self, name: str, request: InferRequest) -> InferResult:
         """As Seldon's pipeline gateway: the request id is the client's x-request-id or a new
-        one (the body's id does not change it); outputs are selected by name."""
-        tensors = request.decode()
+        xid (the body's id does not change it); outputs are selected by name. The answer is the
+        dataflow engine's output message: no model name or version, and as id the gRPC
+        request's own (REST's is dropped: kafka/pipeline/v2.go `inferenceRequestToV2Proto`
+        sets none, and MLServer echoes an empty one)."""
+        tensors = await off_loop(is_large(request), self._checked_inputs, name, request)
         wanted = [o["name"] for o in request.outputs]
-        if wanted:
-            self._check_wanted_outputs(name, wanted)
-        for contract in self._pipeline_entry_contracts(name):
-            try:
-                contract.check(tensors)
-            except ServingError as e:
-                raise ServingError(e.status, f"pipeline {name}: {e.message}") from e
-        request_id = request.header_id or new_request_id()
+        request_id = request.header_id or new_xid()
         outputs = await self.engines[name].infer(tensors, request_id)
         if wanted:
             by_name = {t.name: t for t in outputs}
@@ -265,7 +324,37 @@ class Gateway:
                     f"(it has: {', '.join(by_name) or 'none'})",
                 )
             outputs = [by_name[w] for w in wanted]
-        return InferResult("pipeline", name, request_id, request_id, outputs=outputs)
+        # The headers the pipeline gateway copies from the output message (the request id, the
+        # dataflow engine's pipeline version, the routes Envoy answered the model gateway with
+        # along the output's chain of steps), then the route Envoy adds to the pipeline's answer.
+        headers = [(REQUEST_ID_HEADER, request_id), (PIPELINE_VERSION_HEADER, PIPELINE_VERSION)]
+        headers += [
+            (ROUTE_HEADER, model_route(step)) for step in self.bundle.pipelines[name].output_chain()
+        ]
+        headers.append((ROUTE_HEADER, pipeline_route(name)))
+        return InferResult(
+            "pipeline",
+            name,
+            request.id if request.protocol == "grpc" else None,
+            pipeline_key(name, request_id),
+            outputs=outputs,
+            model_name="",
+            headers=headers,
+        )
+
+    def _checked_inputs(self, name: str, request: InferRequest) -> list[Tensor]:
+        """A pipeline request's inputs, decoded and checked against its entry steps' contracts
+        (on a worker thread for a large request)."""
+        tensors = request.decode()
+        wanted = [o["name"] for o in request.outputs]
+        if wanted:
+            self._check_wanted_outputs(name, wanted)
+        for contract in self._pipeline_entry_contracts(name):
+            try:
+                contract.check(tensors)
+            except ServingError as e:
+                raise ServingError(e.status, f"pipeline {name}: {e.message}") from e
+        return tensors
 
     def _check_wanted_outputs(self, name: str, wanted: list[str]) -> None:
         _, outputs, complete = self.pipeline_signature(name)

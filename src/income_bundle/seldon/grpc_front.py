@@ -13,8 +13,17 @@ import grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from income_bundle.errors import ServingError, grpc_status
+from income_bundle.seldon import traced
 from income_bundle.seldon.gateway import INTERNAL_ERROR_MESSAGE, SELDON_MODEL_HEADER, Gateway
-from income_bundle.seldon.protocol import InferRequest, check_rows
+from income_bundle.seldon.protocol import (
+    LARGE_BODY_BYTES,
+    LARGE_VALUES,
+    MAX_MESSAGE_BYTES,
+    InferRequest,
+    check_rows,
+    off_loop,
+    values_in,
+)
 from income_bundle.v2.checks import REQUEST_ID_HEADER, check_request_id
 from income_bundle.v2.tensors import from_grpc_request, to_grpc_response
 
@@ -87,13 +96,16 @@ class _Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         return response
 
     @_guarded
+    @traced.grpc_infer
     async def ModelInfer(self, request, context):  # noqa: N802
         header_id = check_request_id(
             _header(context, REQUEST_ID_HEADER), f"the '{REQUEST_ID_HEADER}' metadata"
         )
         shapes = [(tensor.name, list(tensor.shape)) for tensor in request.inputs]
-        check_rows(shapes, self.gateway.max_request_rows)
-        tensors, parameters = from_grpc_request(request)
+        check_rows(shapes, self.gateway.max_rows(_header(context)))
+        # Decoding a large message (raw bytes to values) is done on a worker thread.
+        large = request.ByteSize() > LARGE_BODY_BYTES
+        tensors, parameters = await off_loop(large, from_grpc_request, request)
         if not tensors:
             raise ServingError(400, "the request needs at least one input tensor")
         call = InferRequest(
@@ -106,19 +118,32 @@ class _Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             id=check_request_id(request.id, "the request's 'id'"),
         )
         result = await self.gateway.infer(call)
-        if result.header_id:
-            await context.send_initial_metadata(((REQUEST_ID_HEADER, result.header_id),))
+        # A pipeline, as the pipeline gateway answers: the Kafka key replaces the output
+        # message's x-request-id (grpcserver.go ModelInfer). A model, as the agent answers: the
+        # id in a trailer (agent/rproxy_grpc.go setTrailer), Envoy's route in the headers.
+        metadata = [(k, v) for k, v in result.headers if k != REQUEST_ID_HEADER]
+        if result.header_id and result.kind == "model":
+            context.set_trailing_metadata(((REQUEST_ID_HEADER, result.header_id),))
+        elif result.header_id:
+            metadata.insert(0, (REQUEST_ID_HEADER, result.header_id))
+        if metadata:
+            await context.send_initial_metadata(tuple(metadata))
         raw = bool(request.raw_input_contents)
-        return to_grpc_response(
-            service_pb2, result.name, result.id or "", result.outputs or [], raw=raw
+        return await off_loop(
+            values_in(result.outputs) > LARGE_VALUES,
+            functools.partial(to_grpc_response, raw=raw, model_version=result.model_version or ""),
+            service_pb2,
+            result.answered_name,
+            result.id or "",
+            result.outputs or [],
         )
 
 
 def build_grpc_server(gateway: Gateway, address: str) -> grpc.aio.Server:
     server = grpc.aio.server(
         options=[
-            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ]
     )
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(_Servicer(gateway), server)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from income_bundle import tracing
 from income_bundle.errors import BundleError
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 from income_bundle.paths import project_root
 from income_bundle.process import ServerProcess, http_ok, run_temp_dir
 from income_bundle.seldon.bundle import Bundle, load_bundle
-from income_bundle.seldon.protocol import DEFAULT_MAX_REQUEST_ROWS
+from income_bundle.seldon.protocol import MAX_REQUEST_VALUES
 from income_bundle.server import MLServer, free_port
 from income_bundle.settings_cli import CommandSettings
 
@@ -83,11 +84,13 @@ class ServeSettings(CommandSettings):
     async_queue_size: int = Field(
         1000, ge=1, description="requests held for asynchronous steps per pipeline before dropping"
     )
-    max_request_rows: int = Field(
-        DEFAULT_MAX_REQUEST_ROWS,
+    max_request_rows: int | None = Field(
+        None,
         ge=1,
         description="rows an inference request may carry (per input tensor); more is refused "
-        "with 413 / RESOURCE_EXHAUSTED before the data is decoded",
+        "with 413 / RESOURCE_EXHAUSTED before the data is decoded (default: sized per model and "
+        f"pipeline from its declared inputs, at most {MAX_REQUEST_VALUES:,} values and what fits "
+        "in 64 MiB)",
     )
     # Two workers let income and income-preprocess -> income-outlier run side by side
     # (pipeline p50 1.5x -> 1.2x the client-orchestrated critical path, measured).
@@ -121,6 +124,15 @@ class ServeSettings(CommandSettings):
     )
     kafka_namespace: str = Field(
         "seldon-mesh", description="the namespace in those topic names (seldon.<namespace>...)"
+    )
+    otlp_endpoint: str | None = Field(
+        None,
+        description="trace the gateway, MLServer and the monitor, exporting OTLP/gRPC spans to "
+        "this collector (e.g. http://127.0.0.1:4317; else $OTEL_EXPORTER_OTLP_ENDPOINT; unset: "
+        "no tracing)",
+    )
+    trace_sampling_ratio: float = Field(
+        1.0, ge=0.0, le=1.0, description="share of new traces kept (a sampled traceparent wins)"
     )
 
     @field_validator("state_dir")
@@ -251,7 +263,10 @@ async def _run_gateway(
         from income_bundle.seldon.kafka_publisher import SeldonTopicPublisher
 
         publisher = SeldonTopicPublisher(
-            config.kafka_bootstrap, config.kafka_namespace, registry=gateway.metrics.registry
+            config.kafka_bootstrap,
+            config.kafka_namespace,
+            registry=gateway.metrics.registry,
+            pipelines=bundle.pipelines,
         )
         await publisher.start()
         gateway.observe(publisher)
@@ -300,15 +315,24 @@ async def _run_gateway(
 
 
 def _start_monitor_api(
-    monitor: Monitor, token: str, listening: socket.socket
+    monitor: Monitor, token: str, listening: socket.socket, read_timeout_s: float | None = None
 ) -> tuple[Any, asyncio.Task]:
     """The monitor's HTTP API (income_bundle.monitoring.service) in this process: the uvicorn
-    server and the task serving it."""
+    server and the task serving it. A body must arrive within `read_timeout_s` (default: the
+    monitor's), and a request may stall a second longer before the connection is cut."""
     import uvicorn
 
-    from income_bundle.monitoring.service import build_app
+    from income_bundle.http_server import stall_bounded_protocol
+    from income_bundle.monitoring.service import BODY_READ_TIMEOUT_S, build_app
 
-    config = uvicorn.Config(build_app(monitor, token), log_level="warning", lifespan="off")
+    read_timeout_s = BODY_READ_TIMEOUT_S if read_timeout_s is None else read_timeout_s
+    config = uvicorn.Config(
+        build_app(monitor, token, read_timeout_s=read_timeout_s),
+        log_level="warning",
+        lifespan="off",
+        # A request that stalls is cut off (the app's own 408 covers a body, a second earlier).
+        http=stall_bounded_protocol(read_timeout_s + 1.0),
+    )
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     return server, asyncio.get_running_loop().create_task(server.serve(sockets=[listening]))
@@ -322,6 +346,8 @@ def serve(config: ServeSettings) -> None:
         bundle = load_valid_bundle(config)
     except InvalidBundleError as e:
         raise InvalidBundleError(f"nothing was started: {e}") from e
+    if config.otlp_endpoint is None and os.environ.get(tracing.ENDPOINT_ENV):
+        config.otlp_endpoint = os.environ[tracing.ENDPOINT_ENV]
     # Ports first: MLServer takes a minute to load the models, a taken port a moment to find.
     listening = bind_socket(config.host, config.http_port, "--http-port")
     monitor_listening = None
@@ -361,6 +387,7 @@ def _serve_with_mlserver(
             models=staged,
             parallel_workers=config.parallel_workers,
             metrics_port=config.mlserver_metrics_port,
+            tracing_server=config.otlp_endpoint,
         )
         with mlserver:
             print(
@@ -379,7 +406,13 @@ def _serve_with_mlserver(
             import uvloop  # MLServer's event loop too; uvicorn and the upstream client use it
 
             uvloop.install()
-            asyncio.run(main())
+            if tracing.configure(config.otlp_endpoint, ratio=config.trace_sampling_ratio):
+                tracing.install_log_filter()
+                print(f"tracing to {config.otlp_endpoint}", flush=True)
+            try:
+                asyncio.run(main())
+            finally:
+                tracing.shutdown()  # what is buffered is exported before the process ends
 
 
 @dataclass
@@ -421,15 +454,19 @@ class LocalSeldon:
             "--grpc-port", str(self.config.grpc_port),
             "--step-timeout-s", str(self.config.step_timeout_s),
             "--async-queue-size", str(self.config.async_queue_size),
-            "--max-request-rows", str(self.config.max_request_rows),
             "--parallel-workers", str(self.config.parallel_workers),
             "--mlserver-metrics-port", str(self.config.mlserver_metrics_port),
             "--monitor-host", self.config.monitor_host,
             "--monitor-port", str(self.config.monitor_port),
         ]  # fmt: skip
+        if self.config.max_request_rows is not None:
+            command += ["--max-request-rows", str(self.config.max_request_rows)]
         if self.config.kafka_bootstrap:
             command += ["--kafka-bootstrap", self.config.kafka_bootstrap]
             command += ["--kafka-namespace", self.config.kafka_namespace]
+        if self.config.otlp_endpoint:
+            command += ["--otlp-endpoint", self.config.otlp_endpoint]
+            command += ["--trace-sampling-ratio", str(self.config.trace_sampling_ratio)]
         if self.config.state_dir is None:
             command.append("--no-state")
         else:

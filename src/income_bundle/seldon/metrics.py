@@ -33,6 +33,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 
+from income_bundle import tracing
 from income_bundle.errors import grpc_status
 from income_bundle.seldon.engine import PipelineEngine
 
@@ -40,6 +41,8 @@ __all__ = ["PIPELINE_GATEWAY_SERVER", "SELDON_BUCKETS", "GatewayMetrics", "seldo
 
 # agent.go DefaultHistogramBuckets, which both histograms use.
 SELDON_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
+# Body sizes from one 1-row request (hundreds of bytes) to the 64 MiB limit.
+BODY_BUCKETS = tuple(float(4**n * 256) for n in range(10))
 # gateway.go NewPrometheusPipelineMetrics: serverName.
 PIPELINE_GATEWAY_SERVER = "pipeline-gateway"
 # The Server Seldon's stock runtime creates for MLServer (the agent labels with the Server name).
@@ -134,6 +137,27 @@ class GatewayMetrics:
             ["model"],
             registry=r,
         )
+        # Only the local gateway has these (income_bundle.seldon.traced observes them).
+        self.request_bytes = Histogram(
+            "income_gateway_request_body_bytes",
+            "Size of inference request bodies the gateway answered, by protocol.",
+            ["protocol"],
+            buckets=BODY_BUCKETS,
+            registry=r,
+        )
+        self.response_bytes = Histogram(
+            "income_gateway_response_body_bytes",
+            "Size of inference answer bodies, by protocol.",
+            ["protocol"],
+            buckets=BODY_BUCKETS,
+            registry=r,
+        )
+
+    def observe_body_sizes(self, protocol: str, request_bytes: int, response_bytes: int) -> None:
+        """An answered inference request's body sizes (REST: as sent on the wire; gRPC: the
+        messages' serialized sizes)."""
+        self.request_bytes.labels(protocol).observe(request_bytes)
+        self.response_bytes.labels(protocol).observe(response_bytes)
 
     def watch_engines(self, engines: dict[str, PipelineEngine]) -> None:
         """Export the engines' own drop counts at scrape time (they stay the one source)."""
@@ -159,7 +183,7 @@ class GatewayMetrics:
         self.pipeline_aggregate_infer_seconds.labels(PIPELINE_GATEWAY_SERVER, method_type).inc(
             seconds
         )
-        self.pipeline_seconds.labels(*labels).observe(seconds)
+        self.pipeline_seconds.labels(*labels).observe(seconds, tracing.exemplar())
 
     def observe_model(self, model: str, method_type: str, status: int, seconds: float) -> None:
         """agent.go AddModelInferMetrics, and the histogram its REST handler and gRPC
@@ -172,7 +196,7 @@ class GatewayMetrics:
         self.model_aggregate_infer.labels(*replica, method_type).inc()
         self.model_aggregate_infer_seconds.labels(*replica, method_type).inc(seconds)
         method = "grpc" if method_type == "grpc" else "post"
-        self.model_seconds.labels(*replica, method, code).observe(seconds)
+        self.model_seconds.labels(*replica, method, code).observe(seconds, tracing.exemplar())
 
 
 class _EngineCollector:

@@ -11,9 +11,10 @@ asks (`parameters.binary_data_output`, or an output's own `parameters.binary_dat
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,21 +28,38 @@ from income_bundle.v2.tensors import Tensor, decode_raw, encode_raw, from_json, 
 __all__ = [
     "BINARY_HEADER",
     "DEFAULT_MAX_REQUEST_ROWS",
+    "MAX_MESSAGE_BYTES",
+    "MAX_REQUEST_VALUES",
     "InferRequest",
     "InferResult",
     "check_rows",
     "declared_shapes",
     "decode_binary_body",
+    "derived_max_rows",
     "encode_answer",
+    "is_large",
+    "off_loop",
     "parse_json",
+    "values_in",
+    "versioned_answer",
 ]
 
 BINARY_HEADER = "inference-header-content-length"
 
-# The income models take rows of 12 features ([-1, 12]): 100 000 rows are about 5 MB as FP32,
-# a batch MLServer answers in seconds; the 64 MiB body limit alone would let 1.3 M rows through,
-# which kept the workers busy past the step timeout and every request behind it waiting.
+# The largest request body (REST) or message (gRPC) either front takes.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# The values one request may carry. 1.2 M is 100 000 rows of the income model's 12 features
+# (about 5 MB as FP32), a batch MLServer answers in seconds; the 64 MiB body limit alone let
+# 1.3 M such rows through, which kept the workers busy past the step timeout and every request
+# behind it waiting.
+MAX_REQUEST_VALUES = 1_200_000
+# A target that declares no input shapes gets this (the income model's share of the budget).
 DEFAULT_MAX_REQUEST_ROWS = 100_000
+# Requests and answers past these sizes are parsed, checked, decoded and encoded on a worker
+# thread: 90 000 rows of 12 values took 0.1 to 0.5 s per step on the event loop, where every
+# other request waited. Below them a step takes a few milliseconds, less than a thread hop costs.
+LARGE_BODY_BYTES = 1 << 20
+LARGE_VALUES = 50_000
 BINARY_SIZE = "binary_data_size"
 BINARY_OUTPUT = "binary_data_output"
 _BYTE_COUNT = re.compile(r"[0-9]{1,15}")
@@ -79,14 +97,6 @@ class InferRequest:
             raise ServingError(400, "the request needs a non-empty 'inputs' list of tensors")
         self._decoded = True
         return self.inputs
-
-    def body_id(self) -> str | None:
-        """The request's own id: decoded and checked, or (on the fast path, which checked it)
-        straight from the body."""
-        if self._decoded or self.body is None:
-            return self.id
-        found = self.body.get("id")
-        return found if isinstance(found, str) and found else None
 
     def forwarded_extra(self) -> dict[str, Any]:
         """What MLServer gets beside the inputs: parameters without the binary extension's,
@@ -140,24 +150,63 @@ class InferRequest:
 @dataclass
 class InferResult:
     """What the gateway answers: MLServer's answer as it came (`raw`, a model request passed
-    through) or the output tensors, the response id, and the x-request-id to send back."""
+    through) or the output tensors, the response id, and the x-request-id to send back.
+
+    `model_name` and `model_version` are what the answer says, as seldon-mesh answers them
+    (`income_1`, "1" for a model; "" and none for a pipeline); `headers` are the response headers
+    (gRPC metadata) seldon-mesh adds, in order, a name repeated for each of its values."""
 
     kind: str  # "model" or "pipeline"
-    name: str
+    name: str  # the target: the model or pipeline the request went to
     id: str | None
     header_id: str | None
     outputs: list[Tensor] | None = None
     raw: bytes | None = None
+    model_name: str | None = None  # None: `name`
+    model_version: str | None = None
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def answered_name(self) -> str:
+        return self.name if self.model_name is None else self.model_name
 
     def as_json(self) -> dict[str, Any]:
+        """The JSON answer as the pipeline gateway writes it (kafka/pipeline/v2.go
+        `InferenceResponse`: model_version, id and parameters are left out when empty)."""
         if self.raw is not None:
             return orjson.loads(self.raw)
-        return {
-            "model_name": self.name,
-            "id": self.id,
-            "parameters": {},
-            "outputs": [to_json(t) for t in self.outputs or []],
-        }
+        answer: dict[str, Any] = {"model_name": self.answered_name}
+        if self.model_version:
+            answer["model_version"] = self.model_version
+        if self.id:
+            answer["id"] = self.id
+        answer["outputs"] = [to_json(t) for t in self.outputs or []]
+        return answer
+
+
+_ANSWER_HEAD = re.compile(
+    rb'\{"model_name":("(?:[^"\\]|\\.)*")(?:,"model_version":"(?:[^"\\]|\\.)*")?'
+)
+
+
+def versioned_answer(raw: bytes, model_name: str, model_version: str) -> bytes:
+    """MLServer's JSON answer with the name and version seldon-mesh's agent gives the model
+    (it loads `income` as `income_1`, version "1", so MLServer answers with those). MLServer
+    writes `model_name` first and `model_version` next (mlserver/types/dataplane.py
+    `InferenceResponse`), so only the head is rewritten; any other layout is re-encoded."""
+    name = orjson.dumps(model_name)
+    head = b'{"model_name":' + name + b',"model_version":' + orjson.dumps(model_version)
+    found = _ANSWER_HEAD.match(raw)
+    if found is not None:
+        rest = raw[found.end() :]
+        if rest[:1] in (b",", b"}"):
+            return head + rest
+    answer = orjson.loads(memoryview(raw))  # `raw` may be a bytes subclass, which orjson refuses
+    if not isinstance(answer, dict):
+        return raw
+    answer.pop("model_name", None)
+    answer.pop("model_version", None)
+    return orjson.dumps({"model_name": model_name, "model_version": model_version, **answer})
 
 
 def parse_json(raw: bytes) -> Any:
@@ -217,6 +266,43 @@ def declared_shapes(inputs: object) -> list[tuple[object, object]]:
     return [(item.get("name"), item.get("shape")) for item in inputs if isinstance(item, dict)]
 
 
+def values_in(tensors: Iterable[Tensor] | None) -> int:
+    return sum(len(t.data) for t in tensors or ())
+
+
+def is_large(request: InferRequest) -> bool:
+    """Whether checking and decoding this request belongs on a worker thread."""
+    if request.raw is not None:
+        return len(request.raw) > LARGE_BODY_BYTES
+    return values_in(request.inputs) > LARGE_VALUES
+
+
+async def off_loop(large: bool, call: Callable[..., Any], *args: Any) -> Any:
+    """`call(*args)`: on a worker thread when `large`, else here."""
+    if large:
+        return await asyncio.to_thread(call, *args)
+    return call(*args)
+
+
+def derived_max_rows(declared: Iterable[dict[str, Any]]) -> int:
+    """The rows a request for a target with these declared inputs may carry: for each input, no
+    more than MAX_REQUEST_VALUES values, nor more rows than fit in MAX_MESSAGE_BYTES at the
+    datatype's own size (its tightest encoding, raw bytes; a BYTES element takes at least its
+    4-byte length), whatever encoding the request uses; the least over the inputs.
+    DEFAULT_MAX_REQUEST_ROWS when nothing is declared."""
+    limits = []
+    for item in declared:
+        shape = item.get("shape") or []
+        columns = 1
+        for dimension in shape[1:]:
+            if isinstance(dimension, int) and dimension > 0:
+                columns *= dimension
+        kind = DATATYPES.get(item.get("datatype", ""))
+        itemsize = kind.dtype.itemsize if kind is not None and kind.dtype is not None else 4
+        limits.append(min(MAX_REQUEST_VALUES // columns, MAX_MESSAGE_BYTES // (columns * itemsize)))
+    return max(1, min(limits)) if limits else DEFAULT_MAX_REQUEST_ROWS
+
+
 def check_rows(shapes: Iterable[tuple[object, Sequence[object] | object]], max_rows: int) -> None:
     """ServingError(413) when an input's shape declares more than `max_rows` rows: read from the
     tensor headers, before any data is decoded, so an oversized request costs next to nothing."""
@@ -227,8 +313,9 @@ def check_rows(shapes: Iterable[tuple[object, Sequence[object] | object]], max_r
         if type(rows) is int and rows > max_rows:
             raise ServingError(
                 413,
-                f"input {name!r} has {rows} rows; this gateway takes at most {max_rows} rows per "
-                "request (income-bundle serve --max-request-rows): send them in smaller requests",
+                f"input {name!r} has {rows} rows; this target takes at most {max_rows} rows per "
+                "request (sized from its declared inputs; income-bundle serve "
+                "--max-request-rows sets another): send them in smaller requests",
             )
 
 

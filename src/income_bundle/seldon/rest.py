@@ -22,10 +22,11 @@ from urllib.parse import parse_qs
 
 import orjson
 import uvicorn
-from prometheus_client import generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.exposition import choose_encoder
 
 from income_bundle.errors import BundleError, ServingError
+from income_bundle.http_server import stall_bounded_protocol
+from income_bundle.seldon import traced
 from income_bundle.seldon.gateway import (
     INTERNAL_ERROR_MESSAGE,
     PIPELINE_SUFFIX,
@@ -34,14 +35,19 @@ from income_bundle.seldon.gateway import (
 )
 from income_bundle.seldon.protocol import (
     BINARY_HEADER,
+    LARGE_VALUES,
+    MAX_MESSAGE_BYTES,
     InferRequest,
     check_rows,
     declared_shapes,
     decode_binary_body,
     encode_answer,
+    off_loop,
     parse_json,
+    values_in,
 )
 from income_bundle.v2.checks import REQUEST_ID_HEADER, check_request_id
+from income_bundle.v2.seldon_mesh import ROUTE_HEADER
 
 __all__ = [
     "BODY_READ_TIMEOUT_S",
@@ -57,7 +63,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
-MAX_BODY_BYTES = 64 * 1024 * 1024
+MAX_BODY_BYTES = MAX_MESSAGE_BYTES
 # A client that declares a body and stops sending holds a connection and a task: 408 after this
 # long without a byte (Envoy's stream idle timeout in seldon-mesh is longer; ours is the bound).
 BODY_READ_TIMEOUT_S = 30.0
@@ -237,7 +243,13 @@ class RestFront:
     # -- the Open Inference Protocol -------------------------------------------------------
 
     async def infer(self, request: Request) -> Response:
-        return await self._infer(request, request.headers.get(SELDON_MODEL_HEADER))
+        """Routed by the `seldon-model` header; without it (and without `x-seldon-route`), by
+        the model named in the path, as seldon-mesh's Lua filter adds the header
+        (envoy/xdscache/resource.go `createHeaderFilter`)."""
+        target = request.headers.get(SELDON_MODEL_HEADER)
+        if not target and not request.headers.get(ROUTE_HEADER):
+            target = request.params["name"]
+        return await self._infer(request, target)
 
     async def pipeline_infer(self, request: Request) -> Response:
         """Seldon's pipeline gateway path (an explainer with `pipelineRef` calls it): the
@@ -246,13 +258,14 @@ class RestFront:
         target = request.headers.get(SELDON_MODEL_HEADER) or f"{name}{PIPELINE_SUFFIX}"
         return await self._infer(request, target)
 
+    @traced.rest_infer
     async def _infer(self, request: Request, target: str | None) -> Response:
         header_id = check_request_id(
             request.headers.get(REQUEST_ID_HEADER), f"the '{REQUEST_ID_HEADER}' header"
         )
         raw = await request.body()
         binary_length = request.headers.get(BINARY_HEADER)
-        max_rows = self.gateway.max_request_rows
+        max_rows = self.gateway.max_rows(target)
         if binary_length is None:
             body = await _off_loop_if_large(raw, parse_json, raw)
             if isinstance(body, dict):
@@ -265,9 +278,11 @@ class RestFront:
             call = InferRequest(target, "rest", header_id, body=body, inputs=inputs)
         result = await self.gateway.infer(call)
         headers = [(_REQUEST_ID, result.header_id.encode())] if result.header_id else []
+        headers += [(k.encode(), v.encode()) for k, v in result.headers]
         if result.raw is not None and not call.wants_binary():
             return Response(result.raw, headers=headers)  # MLServer's answer as it came
-        answer, json_length = encode_answer(result, call)
+        large = values_in(result.outputs) > LARGE_VALUES
+        answer, json_length = await off_loop(large, encode_answer, result, call)
         if json_length is None:
             return Response(answer, headers=headers)
         headers.append((_BINARY_HEADER, b"%d" % json_length))
@@ -304,10 +319,10 @@ class RestFront:
     # -- beyond the protocol ---------------------------------------------------------------
 
     async def metrics(self, request: Request) -> Response:
-        return Response(
-            generate_latest(self.gateway.metrics.registry),
-            content_type=CONTENT_TYPE_LATEST.encode(),
-        )
+        # prometheus_client's own negotiation: OpenMetrics (which carries the latency
+        # histograms' trace exemplars) when the scraper asks for it, else the text format.
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        return Response(encoder(self.gateway.metrics.registry), content_type=content_type.encode())
 
     async def openapi(self, request: Request) -> Response:
         return Response(OPENAPI_PATH.read_bytes(), content_type=b"application/yaml")
@@ -341,11 +356,15 @@ class RestServer:
         gateway: Gateway,
         listening: socket.socket,
         body_timeout_s: float = BODY_READ_TIMEOUT_S,
+        stall_timeout_s: float | None = None,
     ):
         self._socket = listening
+        # httptools, with a bound on stalls from the first byte to the headers' end (and a
+        # body's, past the front's own 408: by default a second later): uvicorn has none.
+        stall_timeout_s = body_timeout_s + 1.0 if stall_timeout_s is None else stall_timeout_s
         config = uvicorn.Config(
             RestFront(gateway, body_timeout_s),
-            http="httptools",
+            http=stall_bounded_protocol(stall_timeout_s),
             ws="none",
             lifespan="off",
             interface="asgi3",

@@ -13,6 +13,7 @@ income_bundle.runtime). A tensor that cannot be read is a ServingError(400) sayi
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -239,14 +240,42 @@ def _parameters(parameters: Any) -> dict[str, Any]:
     return result
 
 
-def to_grpc_request(module: Any, model_name: str, request_id: str, tensors: list[Tensor]) -> Any:
-    """A `ModelInferRequest` of `module` (a service_pb2) with typed contents, as Seldon's dataflow
-    writes a step's inputs to Kafka."""
-    request = module.ModelInferRequest(model_name=model_name, id=request_id)
+def to_grpc_request(
+    module: Any,
+    model_name: str,
+    request_id: str,
+    tensors: list[Tensor],
+    *,
+    model_version: str = "",
+    parameters: dict[str, Any] | None = None,
+    outputs: Sequence[str] = (),
+) -> Any:
+    """A `ModelInferRequest` of `module` (a service_pb2) with typed contents and each tensor's
+    parameters, as Seldon's dataflow writes a step's inputs to Kafka."""
+    request = module.ModelInferRequest(
+        model_name=model_name, model_version=model_version, id=request_id
+    )
+    _fill_parameters(request.parameters, parameters)
     for tensor in tensors:
         item = request.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+        _fill_parameters(item.parameters, tensor.parameters)
         _fill_contents(item.contents, tensor)
+    for name in outputs:
+        request.outputs.add(name=name)
     return request
+
+
+def _fill_parameters(target: Any, parameters: dict[str, Any] | None) -> None:
+    """Parameters as MLServer writes them to gRPC (mlserver/grpc/converters.py
+    `ParametersConverter.from_types`, 1.7.1): bools, strings and ints; other values are left
+    out, as there."""
+    for key, value in (parameters or {}).items():
+        if isinstance(value, bool):
+            target[key].bool_param = value
+        elif isinstance(value, str):
+            target[key].string_param = value
+        elif isinstance(value, int) and -(2**63) <= value < 2**63:
+            target[key].int64_param = value
 
 
 def _fill_contents(contents: Any, tensor: Tensor) -> None:
@@ -258,15 +287,26 @@ def _fill_contents(contents: Any, tensor: Tensor) -> None:
 
 
 def to_grpc_response(
-    module: Any, model_name: str, request_id: str, tensors: list[Tensor], raw: bool = False
+    module: Any,
+    model_name: str,
+    request_id: str,
+    tensors: list[Tensor],
+    raw: bool = False,
+    *,
+    model_version: str = "",
+    parameters: dict[str, Any] | None = None,
 ) -> Any:
-    """A `ModelInferResponse` of `module` (a service_pb2): raw bytes, as tritonclient expects when
-    it sent raw inputs, or typed contents."""
-    response = module.ModelInferResponse(model_name=model_name, id=request_id)
+    """A `ModelInferResponse` of `module` (a service_pb2) with each tensor's parameters: raw
+    bytes, as tritonclient expects when it sent raw inputs, or typed contents."""
+    response = module.ModelInferResponse(
+        model_name=model_name, model_version=model_version, id=request_id
+    )
+    _fill_parameters(response.parameters, parameters)
     for tensor in tensors:
         output = response.outputs.add(
             name=tensor.name, datatype=tensor.datatype, shape=tensor.shape
         )
+        _fill_parameters(output.parameters, tensor.parameters)
         if raw:
             response.raw_output_contents.append(encode_raw(tensor))
             continue

@@ -15,6 +15,7 @@ import asyncio
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from income_bundle import tracing
 from income_bundle.monitoring.records import (
     DriftReading,
     PipelineTaps,
@@ -34,6 +35,8 @@ from income_bundle.v2.seldon_kafka import (
 )
 
 __all__ = ["SOURCE", "KafkaSource", "topics", "translate"]
+
+TRACEPARENT = tracing.TRACEPARENT
 
 SOURCE = "seldon-kafka"
 
@@ -67,6 +70,7 @@ def _reading(
 ) -> RequestReading | DriftReading | None:
     time = message.timestamp_ms / 1000
     version = message.header(PIPELINE_VERSION_HEADER)
+    trace_id = tracing.parse_traceparent(message.header(TRACEPARENT))
     if topic.kind == "pipeline" and topic.direction == "inputs":
         inputs = arrays(decode_request(message.value))
         return RequestReading(
@@ -76,13 +80,19 @@ def _reading(
             source=SOURCE,
             time=time,
             pipeline_version=version,
+            trace_id=trace_id,
         )
     if topic.kind == "pipeline":
         outputs = arrays(decode_response(message.value))
-        return RequestReading(request_id, taps.pipeline, outputs=outputs, pipeline_version=version)
+        return RequestReading(
+            request_id, taps.pipeline, outputs=outputs, pipeline_version=version, trace_id=trace_id
+        )
     if topic.name == taps.outlier_model and topic.direction == "outputs":
         return RequestReading(
-            request_id, taps.pipeline, outputs=arrays(decode_response(message.value))
+            request_id,
+            taps.pipeline,
+            outputs=arrays(decode_response(message.value)),
+            trace_id=trace_id,
         )
     if topic.name == taps.drift_model and topic.direction == "inputs":
         inputs = arrays(decode_request(message.value))
@@ -148,13 +158,29 @@ class KafkaSource:
                 if not batches:
                     continue
                 change = StoreWrite()
+                contexts = []
                 for records in batches.values():
                     for record in records:
-                        part = translate(self._message(record), self.namer, self.taps)
+                        message = self._message(record)
+                        # Continues the trace the message's traceparent names, if any.
+                        parent = tracing.context_from_traceparent(message.header(TRACEPARENT))
+                        with tracing.span(
+                            "monitor ingest", {"kafka.topic": record.topic}, parent=parent
+                        ):
+                            part = translate(message, self.namer, self.taps)
+                        contexts.append(parent)
                         change.requests.extend(part.requests)
                         change.drift_batches.extend(part.drift_batches)
                 # The store's commit first: what is acknowledged to Kafka is on disk.
-                await asyncio.to_thread(self.store.write, change)
+                linked = [c for c in contexts if c is not None]
+                with tracing.span(
+                    "monitor store write",
+                    {"monitor.records": len(change.requests) + len(change.drift_batches)},
+                    parent=linked[0] if linked else None,
+                    links=linked[1:],
+                ):
+                    # to_thread copies this context: the write runs inside the span.
+                    await asyncio.to_thread(self.store.write, change)
                 await consumer.commit(
                     {tp: records[-1].offset + 1 for tp, records in batches.items()}
                 )

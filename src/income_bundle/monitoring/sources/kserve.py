@@ -27,6 +27,7 @@ from cloudevents.core.exceptions import BaseCloudEventException
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 
+from income_bundle import tracing
 from income_bundle.errors import ServingError
 from income_bundle.monitoring.records import (
     DriftReading,
@@ -122,6 +123,12 @@ def _fields(event: BaseCloudEvent, data: dict[str, Any], names: Sequence[str]) -
     return found
 
 
+def event_traceparent(event: BaseCloudEvent) -> str | None:
+    """The event's `traceparent` extension attribute, if it is a string."""
+    value = event.get_extension(tracing.TRACEPARENT)
+    return value if isinstance(value, str) else None
+
+
 def translate_event(event: BaseCloudEvent, taps: PipelineTaps | None = None) -> StoreWrite:
     """The record parts one event carries (see the module's docstring)."""
     taps = taps or PipelineTaps()
@@ -132,12 +139,16 @@ def translate_event(event: BaseCloudEvent, taps: PipelineTaps | None = None) -> 
     occurred = event.get_time()
     when = occurred.timestamp() if occurred else None
     kind = event.get_type()
+    # CloudEvents' distributed tracing extension (`ce-traceparent` in binary mode).
+    trace_id = tracing.parse_traceparent(event_traceparent(event))
     if kind == REQUEST_EVENT_TYPE:
         inputs = _tensors(data.get("inputs"), [taps.features])
-        reading = RequestReading(event.get_id(), service, inputs, source=SOURCE, time=when)
+        reading = RequestReading(
+            event.get_id(), service, inputs, source=SOURCE, time=when, trace_id=trace_id
+        )
     elif kind == RESPONSE_EVENT_TYPE:
         outputs = _tensors(data.get("outputs"), [taps.prediction])
-        reading = RequestReading(event.get_id(), service, outputs=outputs)
+        reading = RequestReading(event.get_id(), service, outputs=outputs, trace_id=trace_id)
     else:
         request_id = data.get("requestid")
         if not isinstance(request_id, str) or not request_id:

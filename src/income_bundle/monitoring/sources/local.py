@@ -21,11 +21,12 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from income_bundle import tracing
 from income_bundle.monitoring.records import (
     DriftReading,
     PipelineTaps,
@@ -35,6 +36,9 @@ from income_bundle.monitoring.records import (
 )
 from income_bundle.monitoring.store import RecordStore, StoreWrite
 from income_bundle.v2.tensors import Tensor
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
 
 __all__ = ["SOURCE", "GatewaySource", "StepOutcome", "translate_async", "translate_request"]
 
@@ -62,6 +66,8 @@ class _HandOver:
     time: float
     inputs: list[Tensor] | None  # None: the asynchronous steps' results
     results: Mapping[str, StepOutcome]
+    # The request's trace (its span current when the engine handed over); None untraced.
+    context: Context | None = None
 
 
 def translate_request(
@@ -70,6 +76,7 @@ def translate_request(
     at: float,
     inputs: Sequence[Tensor],
     results: Mapping[str, StepOutcome],
+    trace_id: str | None = None,
 ) -> StoreWrite:
     """A pipeline request's record: its feature rows, the classifier's classes, the outlier
     detector's flags and scores (the parts Seldon writes to the pipeline's and the outlier
@@ -80,7 +87,13 @@ def translate_request(
         if result is not None and result.error is None:
             outputs.update(arrays(result.outputs))
     reading = RequestReading(
-        request_id, taps.pipeline, arrays(inputs), outputs, source=SOURCE, time=at
+        request_id,
+        taps.pipeline,
+        arrays(inputs),
+        outputs,
+        source=SOURCE,
+        time=at,
+        trace_id=trace_id,
     )
     return store_write(taps, [reading])
 
@@ -143,13 +156,15 @@ class GatewaySource:
         outputs: list[Tensor],
     ) -> None:
         if pipeline in self.taps:
-            self._put(_HandOver(pipeline, request_id, time.time(), inputs, results))
+            context = tracing.capture()  # on the event loop, inside the request's span
+            self._put(_HandOver(pipeline, request_id, time.time(), inputs, results, context))
 
     def async_done(
         self, pipeline: str, request_id: str, results: Mapping[str, StepOutcome]
     ) -> None:
         if pipeline in self.taps:
-            self._put(_HandOver(pipeline, request_id, time.time(), None, results))
+            context = tracing.capture()
+            self._put(_HandOver(pipeline, request_id, time.time(), None, results, context))
 
     def _put(self, item: _HandOver) -> None:
         try:
@@ -174,9 +189,15 @@ class GatewaySource:
 
     def _translate(self, item: _HandOver) -> StoreWrite:
         taps = self.taps[item.pipeline]
-        if item.inputs is None:
-            return translate_async(taps, item.request_id, item.time, item.results)
-        return translate_request(taps, item.request_id, item.time, item.inputs, item.results)
+        attributes = {"seldon.pipeline": item.pipeline, "seldon.request_id": item.request_id}
+        # The monitor's part of the request's trace: from the hand-over to the record.
+        with tracing.span("monitor ingest", attributes, parent=item.context):
+            if item.inputs is None:
+                return translate_async(taps, item.request_id, item.time, item.results)
+            trace_id = tracing.trace_id_of(item.context)
+            return translate_request(
+                taps, item.request_id, item.time, item.inputs, item.results, trace_id
+            )
 
     def _write_loop(self) -> None:
         stopping = False
@@ -199,7 +220,16 @@ class GatewaySource:
                 change.requests.extend(part.requests)
                 change.drift_batches.extend(part.drift_batches)
             try:
-                self.store.write(change)  # retried; what it still refuses raises
+                # One transaction for many requests: one span, in the first request's trace
+                # and linked to the others'.
+                contexts = [item.context for item in handed]
+                with tracing.span(
+                    "monitor store write",
+                    {"monitor.records": len(change.requests) + len(change.drift_batches)},
+                    parent=contexts[0] if contexts else None,
+                    links=contexts[1:],
+                ):
+                    self.store.write(change)  # retried; what it still refuses raises
             except Exception:  # nothing asks again for a local hand-over: count it, write on
                 log.exception("monitor: store write of %d hand-overs failed", len(handed))
                 self.store.count_dropped(
