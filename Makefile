@@ -41,8 +41,8 @@ artifacts: deps ## Train and package the five MLServer model folders (reuses up-
 	$(CLI) train
 
 .PHONY: demo
-demo: deps ## Train if needed, serve the bundle (MLServer + local Seldon gateway), run the three scenarios through income-production, print a table, write the low-education drift report (MONITOR=1: Prometheus and Alertmanager too; waits until the drift and outlier alerts fire)
-	$(CLI) demo $(if $(MONITOR),--monitor)
+demo: deps ## Train if needed, serve the bundle (MLServer + local Seldon gateway), run the three scenarios through income-production, print a table, write the low-education drift report (MONITOR=1: Prometheus and Alertmanager too; waits until the drift and outlier alerts fire; SELDON=real: through Seldon Core v2's own components instead, docs/seldon-local.md; TRACING=1 (any value but off): with Jaeger, printing one flagged request's trace)
+	$(CLI) demo $(if $(MONITOR),--monitor) $(if $(SELDON),--seldon $(SELDON)) $(if $(filter-out off,$(TRACING)),--tracing)
 
 # TRAFFIC: another window (a monitor's URL, a .sqlite store, a JSONL traffic log or a scenario .npz).
 REPORT_TRAFFIC = $(or $(TRAFFIC),data/scenarios/low-education.npz --last-rows 200)
@@ -91,7 +91,12 @@ dashboard: deps ## Regenerate the Grafana dashboard monitoring/grafana/income-da
 
 # TRITON=1: also run the servers chart's Triton Server and load Seldon's tfsimple1 sample on it.
 TRITON_VARS := $(if $(TRITON),-e seldon_core_triton_enabled=true -e '{"income_pipeline_triton_models": ["tfsimple1"]}')
-ANSIBLE_PLAYBOOK := cd ansible && PATH="$(CURDIR)/$(BIN):$$PATH" ansible-playbook $(TRITON_VARS)
+# TRACING=jaeger|signoz: the cluster targets install that tracing backend and point Seldon's
+# components, MLServer and Knative at its collector; off or unset traces nothing
+# (docs/tracing.md). jaeger fits the laptop profile; signoz needs 4 GiB more. `make demo` takes
+# any TRACING but off as "on" (its backend is always the local Jaeger).
+CLUSTER_TRACING = $(if $(filter-out off jaeger signoz,$(or $(TRACING),off)),$(error TRACING=$(TRACING): the cluster targets take off, jaeger or signoz),$(or $(TRACING),off))
+ANSIBLE_PLAYBOOK = cd ansible && PATH="$(CURDIR)/$(BIN):$$PATH" ansible-playbook $(TRITON_VARS) -e tracing_backend=$(CLUSTER_TRACING)
 MESH ?= 127.0.0.1:9080
 KAFKA ?= 127.0.0.1:9092
 SELDON_CLI := build/cluster/bin/seldon
@@ -148,13 +153,17 @@ test-cluster: deps ## Cluster path: end-to-end scenarios against a live cluster 
 sim-cluster: deps ## Simulated cluster on loopback until Ctrl-C: real kube-apiserver v1.33.1 and etcd, kwok's simulated nodes, no container runs (the first run builds them with Go)
 	$(BIN)/python -m income_bundle_dev.simcluster
 
+.PHONY: tracing
+tracing: deps ## Jaeger v2 on loopback until Ctrl-C: OTLP on 4317 (gRPC) and 4318 (HTTP), UI on 16686; serve with --otlp-endpoint http://127.0.0.1:4317 (the first run builds it with Go)
+	$(BIN)/python -m income_bundle_dev.jaeger
+
 .PHONY: seldon-build
 seldon-build: deps ## Build Seldon Core v2.10.2's CLI, scheduler, agent and gateways from source into ~/.cache/income-bundle (docs/seldon-local.md)
 	$(BIN)/python -m income_bundle_dev.seldon_core --build-only
 
 .PHONY: seldon-local
-seldon-local: deps ## Seldon's own scheduler, rclone, MLServer and agent on loopback until Ctrl-C (no Kubernetes; builds first if needed)
-	$(BIN)/python -m income_bundle_dev.seldon_core
+seldon-local: deps ## Seldon Core v2's own data plane on loopback (scheduler, agent, MLServer, Kafka, model and pipeline gateways, dataflow engine, an Envoy stand-in), every Model and Pipeline of seldon-examples/ loaded, until Ctrl-C (builds first if needed)
+	$(BIN)/python -m income_bundle_dev.seldon_mesh
 
 KSERVE_INGRESS_PORT ?= 8080
 KSERVE_NAMESPACE := income-kserve

@@ -10,14 +10,17 @@ not on the Go module proxy; their go.mod files replace them with folders of the 
 
 `SeldonCore` then runs the control and data plane for models on 127.0.0.1: the scheduler, rclone
 (as Seldon's server pods run it), an MLServer with an empty model repository, and Seldon's agent,
-which the scheduler tells to load models into that MLServer. It is Seldon's code under the
-Business Source License 1.1: for testing, not for production use.
+which the scheduler tells to load models into that MLServer. `income_bundle_dev.seldon_mesh`
+adds what Pipelines need (Kafka, the gateways, the dataflow engine, an Envoy stand-in), and
+`python -m income_bundle_dev.seldon_mesh` (`make seldon-local`) runs that until Ctrl-C. It is
+Seldon's code under the Business Source License 1.1: for testing, not for production use.
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -428,6 +431,7 @@ class SeldonCore:
         self.ports: dict[str, int] = {}  # FORWARDED's names -> host port on 127.0.0.1
         self._holder_pid: int | None = None
         self._processes: list = []
+        self._tempdir = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -454,13 +458,19 @@ class SeldonCore:
         from income_bundle.server import preflight
 
         preflight()
-        self.workdir = Path(tempfile.mkdtemp(prefix="income-seldon-core-"))
+        from income_bundle.process import run_temp_dir
+
+        # Named after this process: the next start removes the folder of a run killed with -9.
+        self._tempdir = run_temp_dir("income-seldon-core-")
+        self.workdir = Path(self._tempdir.name)
         self._start_namespace()
         self._start_forwarder()
+        self._start_kafka()
         self._start_scheduler()
         self._start_rclone()
         self._start_mlserver()
         self._start_agent()
+        self._start_pipeline_plane()
 
     def stop(self) -> None:
         """Stop every process (last started first) and remove the working folder."""
@@ -468,6 +478,9 @@ class SeldonCore:
             self._processes.pop().stop()
         self._holder_pid = None
         if self.workdir:
+            if self._tempdir is not None:
+                self._tempdir.cleanup()
+                self._tempdir = None
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
 
@@ -482,11 +495,15 @@ class SeldonCore:
         """http://127.0.0.1:<port> of one of FORWARDED's ports."""
         return f"http://127.0.0.1:{self.ports[name]}"
 
-    def seldon(self, *args: str, timeout_s: float = 600) -> subprocess.CompletedProcess:
-        """Run Seldon's CLI against this scheduler (the CLI's own config file is not read)."""
+    def seldon(
+        self, *args: str, timeout_s: float = 600, scheduler: bool = True
+    ) -> subprocess.CompletedProcess:
+        """Run Seldon's CLI against this scheduler (the CLI's own config file is not read);
+        `scheduler=False` for the commands that have no --scheduler-host (`infer`)."""
         env = {**os.environ, "HOME": str(self.workdir)}
+        host = ["--scheduler-host", self.scheduler_address] if scheduler else []
         return subprocess.run(
-            [str(self.bin_dir / "seldon"), *args, "--scheduler-host", self.scheduler_address],
+            [str(self.bin_dir / "seldon"), *args, *host],
             capture_output=True,
             text=True,
             env=env,
@@ -496,7 +513,7 @@ class SeldonCore:
     def log_tail(self, name: str, lines: int = 40) -> str:
         """The end of one process's log ('scheduler', 'rclone', 'mlserver', 'agent', ...)."""
         for process in self._processes:
-            if process.name == name:
+            if getattr(process, "name", None) == name:
                 return process.log_tail(lines)
         return ""
 
@@ -562,11 +579,33 @@ class SeldonCore:
         # Under ServerProcess's guard and unshare: the shell that is PID 1 inside.
         self._holder_pid = _first_descendant_in_other_pid_namespace(holder.pid)
 
+    def _forwarded(self) -> dict[str, int | None]:
+        """The ports forwarded from the host: name -> port inside (None: the same number as the
+        free host port chosen for it, for a server that must advertise the address clients use)."""
+        return dict(FORWARDED)
+
+    def _kafka_config(self) -> dict:
+        """The scheduler's kafka.json (the SeldonConfig's kafkaConfig): none without Kafka."""
+        return {}
+
+    def _agent_extra_env(self) -> dict[str, str]:
+        """Models only: no Envoy for an explainer to call its model through (SeldonMesh: the
+        stand-in, as the ServerConfig's SELDON_ENVOY_HOST/PORT point at seldon-mesh)."""
+        return {}
+
+    def _start_kafka(self) -> None:
+        """Models only: no Kafka (SeldonMesh starts one)."""
+
+    def _start_pipeline_plane(self) -> None:
+        """Models only: no gateways, engine or Envoy (SeldonMesh starts them)."""
+
     def _start_forwarder(self) -> None:
         from income_bundle.server import free_port
 
-        self.ports = {name: free_port() for name in FORWARDED}
-        forwards = ",".join(f"{self.ports[name]}:{port}" for name, port in FORWARDED.items())
+        forwarded = self._forwarded()
+        self.ports = {name: free_port() for name in forwarded}
+        inner = {name: port or self.ports[name] for name, port in forwarded.items()}
+        forwards = ",".join(f"{self.ports[name]}:{inner[name]}" for name in forwarded)
         code = "from income_bundle_dev.seldon_core import forward_ports; forward_ports()"
         env = {**os.environ, FORWARDS_ENV: forwards, NAMESPACE_PID_ENV: str(self._holder_pid)}
         self._spawn("port-forward", [sys.executable, "-c", code], env=env)
@@ -583,9 +622,9 @@ class SeldonCore:
             "  scaleDownPackingPercentage: 0\n"
             "pipelines:\n  maxShardCountMultiplier: 1\n"
         )
-        # No Kafka in this part (Models only): the scheduler reads the file but needs no field.
+        # Models only: the scheduler reads the file but needs no field (SeldonMesh: its Kafka).
         kafka = self.workdir / "kafka.json"
-        kafka.write_text("{}\n")
+        kafka.write_text(json.dumps(self._kafka_config()) + "\n")
         scheduler = self._spawn(
             "scheduler",
             [
@@ -712,6 +751,7 @@ class SeldonCore:
             "POD_NAME": f"{SERVER_NAME}-0",
             "POD_IP": "127.0.0.1",
             "MEMORY_REQUEST": str(1 << 30),  # the chart's mlserver requests.memory, 1Gi
+            **self._agent_extra_env(),
         }
         agent = self._spawn(
             "agent",
@@ -760,7 +800,8 @@ class SeldonCoreSettings(CommandSettings):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`make seldon-build` (--build-only) builds; without it, run Seldon until Ctrl-C."""
+    """`make seldon-build` (--build-only) builds; without it, run Seldon's Models-only part until
+    Ctrl-C (`make seldon-local` runs the whole data plane: `income_bundle_dev.seldon_mesh`)."""
     settings = parse_settings(
         SeldonCoreSettings,
         argv,

@@ -45,6 +45,7 @@ __all__ = [
     "DataflowEngineError",
     "SeldonDataflowSettings",
     "build_jar",
+    "engine_command",
     "jar_path",
     "maven_repository",
     "unavailable_reason",
@@ -166,6 +167,20 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def engine_command(jar: Path, heap: str, tmpdir: Path) -> list[str]:
+    """The engine's command as Seldon's `scheduler/Dockerfile.dataflow` runs it (`java
+    -XX:+PreserveFramePointer -jar ...`, without the OpenTelemetry agent), with a heap limit and
+    Kafka Streams' state under `tmpdir`."""
+    return [
+        "java",
+        f"-Xmx{heap}",
+        "-XX:+PreserveFramePointer",
+        f"-Djava.io.tmpdir={tmpdir}",
+        "-jar",
+        str(jar),
+    ]
+
+
 class DataflowEngine:
     """One dataflow engine reading and writing `kafka_bootstrap`, asking the scheduler at
     `scheduler_host:scheduler_port` for pipelines; its health server on `health_port`.
@@ -216,14 +231,7 @@ class DataflowEngine:
     def start(self) -> DataflowEngine:
         jar = build_jar()
         self.workdir = Path(tempfile.mkdtemp(prefix="income-dataflow-"))
-        command = [
-            "java",
-            f"-Xmx{self.heap}",
-            "-XX:+PreserveFramePointer",
-            f"-Djava.io.tmpdir={self.workdir}",
-            "-jar",
-            str(jar),
-        ]
+        command = engine_command(jar, self.heap, self.workdir)
         self._process = ServerProcess(
             f"Seldon dataflow engine {SELDON_VERSION}",
             command,

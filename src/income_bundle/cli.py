@@ -229,6 +229,16 @@ class DemoSettings(CommandSettings):
         False,
         description="also run Prometheus and Alertmanager (Debian packages) and print what they saw",
     )
+    seldon: Literal["local", "real"] = Field(
+        "local",
+        description="the local gateway, or Seldon Core v2's own components built from source "
+        "(real: a development rig, docs/seldon-local.md)",
+    )
+    tracing: bool = Field(
+        False,
+        description="also run Jaeger v2 (a development rig built with Go), trace every request "
+        "to it and print the trace of one flagged request",
+    )
 
 
 def _cmd_data(settings: NoOptions) -> int:
@@ -601,7 +611,12 @@ def _cmd_report(settings: ReportSettings) -> int:
 def _cmd_demo(settings: DemoSettings) -> int:
     from income_bundle.demo import run_demo
 
-    run_demo(protocol=settings.protocol, monitor=settings.monitor)
+    run_demo(
+        protocol=settings.protocol,
+        monitor=settings.monitor,
+        seldon=settings.seldon,
+        tracing=settings.tracing,
+    )
     return 0
 
 

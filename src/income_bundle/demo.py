@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import textwrap
 import time
 import urllib.parse
@@ -37,7 +38,15 @@ from income_bundle.paths import artifact_dir, project_root, scenario_dir
 from income_bundle.seldon.local import LocalSeldon, ServeSettings
 from income_bundle.training import IRIS_REQUEST, train
 
-__all__ = ["ALERTS", "PIPELINE", "DemoError", "format_table", "run_demo", "run_scenario"]
+__all__ = [
+    "ALERTS",
+    "PIPELINE",
+    "DemoError",
+    "format_table",
+    "run_demo",
+    "run_real_seldon_demo",
+    "run_scenario",
+]
 
 ROWS = 20
 PIPELINE = "income-production"
@@ -56,14 +65,21 @@ class DemoError(BundleError):
     """The demo did not see what it shows (an alert that did not fire, one that should not)."""
 
 
-def run_scenario(client: V2Client, http_address: str, name: str, start: int = 0) -> dict:
+def run_scenario(
+    client: V2Client,
+    http_address: str,
+    name: str,
+    start: int = 0,
+    read_drift: Callable[[], dict] | None = None,
+) -> dict:
     """Send 20 of the scenario's rows (from row `start`) through the pipeline; read the drift
-    verdict after it."""
+    verdict after it (from the local gateway's /inspect, or `read_drift`: real Seldon's topics)."""
     scenario = scenarios.load_scenario(name)
     X, y = scenario.X[start : start + ROWS], scenario.y[start : start + ROWS]
     outputs = client.infer("income-production", X)
     predictions = outputs["predict"].ravel()
-    drift = {t["name"]: t for t in inspect(http_address, DRIFT_REFERENCE, wait_s=10)["tensors"]}
+    inspected = read_drift() if read_drift else inspect(http_address, DRIFT_REFERENCE, wait_s=10)
+    drift = {t["name"]: t for t in inspected["tensors"]}
     p_values = np.asarray(drift["p_val"]["data"]) if "p_val" in drift else np.ones(12)
     threshold = drift["threshold"]["data"][0] if "threshold" in drift else 0.0
     return {
@@ -365,18 +381,93 @@ def classify_iris(client: V2Client) -> list[str]:
     return [classes[int(code)] for code in client.infer("iris", rows)["predict"].ravel()]
 
 
-def run_demo(protocol: str = "rest", monitor: bool = False) -> list[dict]:
+def run_real_seldon_demo(protocol: str = "rest") -> list[dict]:
+    """The iris test and the three scenarios through Seldon Core v2's own data plane on this
+    machine (`income_bundle_dev.seldon_mesh`, a development rig), drift read from its topics."""
+    from income_bundle.rigs import import_rig
+
+    rig = import_rig("seldon_mesh", "demo --seldon real")
+    started = time.perf_counter()
+    with rig.SeldonMesh() as mesh:
+        mesh.load_examples()
+        print(
+            f"[demo] real Seldon Core v2 ready in {time.perf_counter() - started:.0f} s (Seldon's "
+            f"code, BSL 1.1, not for production): REST {mesh.mesh_address}, gRPC "
+            f"{mesh.mesh_grpc_address}, Kafka {mesh.kafka_bootstrap}"
+        )
+        address = mesh.mesh_address if protocol == "rest" else mesh.mesh_grpc_address
+        iris = V2Client(address, protocol, headers={"seldon-model": "iris"})
+        print(f"\niris, one held-out row per class: {', '.join(classify_iris(iris))}")
+        iris.close()
+        pipeline = V2Client(address, protocol, headers={"seldon-model": f"{PIPELINE}.pipeline"})
+        read_drift = mesh.drift_reader(DRIFT_REFERENCE)
+        results = [
+            run_scenario(pipeline, mesh.mesh_address, name, read_drift=read_drift)
+            for name in scenarios.SCENARIOS
+        ]
+        pipeline.close()
+        print(
+            f"\n{PIPELINE}.pipeline through real Seldon, {ROWS} rows per scenario ({protocol}):\n"
+        )
+        print(format_table(results))
+        print(
+            f"\n(is_drift and p-values as `seldon pipeline inspect {DRIFT_REFERENCE}` reads them)"
+        )
+    print("[demo] real Seldon stopped")
+    return results
+
+
+def flagged_trace(monitor_url: str) -> tuple[str, str] | None:
+    """(request id, trace id) of the latest request the outlier detector flagged that was
+    traced, from the monitor's labelling dataset; None if there is none."""
+    import urllib.request
+
+    url = f"{monitor_url}/v2/pipelines/{PIPELINE}/labelling?format=jsonl&reason=outlier"
+    with urllib.request.urlopen(url, timeout=30) as response:
+        rows = [json.loads(line) for line in response.read().splitlines()]
+    traced = [row for row in rows if row.get("trace_id")]
+    if not traced:
+        return None
+    latest = max(traced, key=lambda row: row["timestamp"])
+    return latest["request_id"], latest["trace_id"]
+
+
+def _start_jaeger(stack):
+    """Jaeger v2 on loopback (a development rig, built from its Go module the first time)."""
+    from income_bundle.rigs import import_rig
+
+    rig = import_rig("jaeger", "demo --tracing")
+    if not rig.binary_path().is_file():
+        print("[demo] building Jaeger with Go (once: minutes)")
+    jaeger = stack.enter_context(rig.Jaeger())
+    print(f"[demo] Jaeger ready: {jaeger.ui_url}")
+    return jaeger
+
+
+def run_demo(
+    protocol: str = "rest", monitor: bool = False, seldon: str = "local", tracing: bool = False
+) -> list[dict]:
     import contextlib
 
     quiet.configure()  # before anything imports TensorFlow (LOG_LEVEL=debug: everything)
     report = train()
     print("[demo] training:", "reused up-to-date artifacts" if report.reused else "trained")
+    if seldon == "real":
+        if monitor:
+            raise DemoError(
+                "demo --monitor watches the local gateway: run it without --seldon real"
+            )
+        return run_real_seldon_demo(protocol)
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:
         # A fresh state dir, so the labelling summary is this run's.
         state_dir = project_root() / "build" / "demo-state"
         shutil.rmtree(state_dir, ignore_errors=True)
-        seldon = stack.enter_context(LocalSeldon(ServeSettings(state_dir=state_dir)))
+        jaeger = _start_jaeger(stack) if tracing else None
+        config = ServeSettings(state_dir=state_dir)
+        if jaeger is not None:
+            config.otlp_endpoint = jaeger.otlp_grpc_endpoint
+        seldon = stack.enter_context(LocalSeldon(config))
         watching, receiver = _start_monitoring(stack, seldon) if monitor else (None, None)
         print(
             f"[demo] local Seldon ready in {time.perf_counter() - started:.1f} s: "
@@ -422,5 +513,17 @@ def run_demo(protocol: str = "rest", monitor: bool = False) -> list[dict]:
             notified = {_identity(alert): alert for alert in receiver.alerts(status="firing")}
             print(f"Alertmanager's webhook was notified of: {_held(list(notified.values()))}")
         pipeline.close()
+        if jaeger is not None and seldon.monitor_url is not None:
+            found = flagged_trace(seldon.monitor_url)
+            if found is None:
+                print("\nJaeger: no traced request was flagged as an outlier")
+            else:
+                print(
+                    f"\nthe trace of flagged request {found[0]}: {jaeger.trace_url(found[1])}\n"
+                    f"(every request: {jaeger.ui_url}/search)"
+                )
+            if sys.stdin.isatty():
+                with contextlib.suppress(KeyboardInterrupt, EOFError):
+                    input("Jaeger runs until Enter or Ctrl-C ")
     print("[demo] gateway and MLServer stopped")
     return results

@@ -44,8 +44,11 @@ ENTRY_POINTS = {
     "gateway benchmark": ("income_bundle_dev.benchmarks.gateway", []),
     "client benchmark": ("income_bundle_dev.benchmarks.mlserver_client", []),
     "serving benchmark": ("income_bundle_dev.benchmarks.serving", []),
+    "real seldon benchmark": ("income_bundle_dev.benchmarks.seldon_real", []),
     "seldon core": ("income_bundle_dev.seldon_core", []),
+    "seldon mesh": ("income_bundle_dev.seldon_mesh", []),
     "seldon dataflow": ("income_bundle_dev.seldon_dataflow", []),
+    "jaeger": ("income_bundle_dev.jaeger", []),
     "test tiers": ("income_bundle_dev.test_tiers", []),
 }
 # Runnable modules that are no command: their argv is a private protocol, not options.
