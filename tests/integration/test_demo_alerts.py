@@ -32,6 +32,15 @@ def section(out: str, start: str, end: str) -> str:
     return out[out.index(start) : out.index(end, out.index(start))]
 
 
+def test_prometheus_counts_what_the_scenarios_did(out):
+    # The three scenarios' drift tests, and every row the outlier detector flagged: the same count
+    # the labelling dataset holds as outlier rows.
+    labelling = re.search(r"^labelling dataset: \d+ rows \(drift 20, outlier (\d+)\)", out, re.M)
+    assert labelling, out
+    assert "drift tests run            3" in out
+    assert f"rows flagged as outliers   {labelling[1]}" in out
+
+
 def test_rules_are_waited_for_as_deployed(out):
     rules = {r["alert"]: r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]}
     waits = {name: rules[name]["for"] for name in ("IncomeFeatureDrift", "IncomeOutlierRateHigh")}
