@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from income_bundle.monitoring.dashboard import DEFAULT_TRACE_URL, TRACE_URL_VARIABLE
 from income_bundle_dev import simcluster
 from income_bundle_dev.upstream_checks import (
     chart_dir,
@@ -247,6 +248,36 @@ def test_make_demo_traces_unless_tracing_is_unset_or_off(tracing, traced):
     assert result.returncode == 0, result.stderr
     (line,) = [line for line in result.stdout.splitlines() if " demo" in line]
     assert ("--tracing" in line) is traced, line
+
+
+@pytest.mark.parametrize(
+    ("backend", "ui"),
+    [("off", DEFAULT_TRACE_URL), ("jaeger", "http://127.0.0.1:16686"),
+     ("signoz", "http://127.0.0.1:8080")],
+)  # fmt: skip
+def test_the_clusters_dashboard_links_to_the_chosen_backend(tmp_path, backend, ui):
+    # Rendered by Ansible's template module (the dashboard is read with a file lookup), with the
+    # ecosystem role's defaults and tracing_backend as `make TRACING=` passes it.
+    import sys
+
+    rendered = tmp_path / "grafana-dashboard.yaml"
+    role = ROOT / "ansible" / "roles" / "ecosystem"
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("ansible")), "localhost", "-c", "local",
+         "-e", f"ansible_python_interpreter={sys.executable}",
+         "-e", f"@{role / 'defaults' / 'main.yaml'}", "-e", f"tracing_backend={backend}",
+         "-e", f"ecosystem_grafana_dashboard_file={ROOT / 'monitoring/grafana/income-dashboard.json'}",
+         "-m", "ansible.builtin.template",
+         "-a", f"src={role / 'templates' / 'grafana-dashboard.yaml.j2'} dest={rendered}"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "ANSIBLE_NOCOLOR": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    dashboard = json.loads(yaml.safe_load(rendered.read_text())["data"]["income-dashboard.json"])
+    (variable,) = [v for v in dashboard["templating"]["list"] if v["name"] == TRACE_URL_VARIABLE]
+    assert variable["query"] == variable["current"]["value"] == ui
+    # Only the variable changed: every trace link still goes through it.
+    generated = json.loads((ROOT / "monitoring/grafana/income-dashboard.json").read_text())
+    assert json.dumps(dashboard).replace(ui, DEFAULT_TRACE_URL) == json.dumps(generated)
 
 
 # --- Jaeger ------------------------------------------------------------------------------------

@@ -225,3 +225,32 @@ def test_an_event_with_a_traceparent_is_recorded_and_traced_in_that_trace(tmp_pa
     for name in ("monitor ingest", "monitor store write"):
         assert format(spans[name].context.trace_id, "032x") == trace_id
     assert spans["monitor ingest"].attributes["cloudevents.event_id"] == "ce-traced"
+
+
+@pytest.mark.parametrize(
+    ("metadata", "recorded"),
+    [
+        ('{"Traceparent":["00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"]}', True),
+        ('{"X-Request-Id":["abc"]}', False),
+        ("not json", False),
+        ('{"Traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}', False),
+    ],
+)
+def test_the_loggers_metadata_header_carries_the_trace_id(tmp_path, metadata, recorded):
+    """KServe's logger sends no trace context; with `metadataHeaders: [Traceparent]` the request's
+    header arrives in the `metadata` extension, and the record keeps its trace id. Anything else
+    there is the logger's business: no trace id, and the event is still taken."""
+    body = {
+        "inputs": [{"name": "predict", "datatype": "FP32", "shape": [1, 12], "data": [1.0] * 12}]
+    }
+    event = logger_event(kserve.REQUEST_EVENT_TYPE, "ce-meta", body, metadata=metadata)
+    store = SqliteStore(tmp_path / "records.sqlite")
+    served = Served(Monitor(store, {SERVICE: INFO}))
+    try:
+        status, answer = post(served, event)
+        assert status == 202, answer
+        expected = "4bf92f3577b34da6a3ce929d0e0e4736" if recorded else None
+        assert store.request("ce-meta").trace_id == expected
+    finally:
+        served.stop()
+        store.close()

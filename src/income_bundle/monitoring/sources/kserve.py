@@ -124,9 +124,27 @@ def _fields(event: BaseCloudEvent, data: dict[str, Any], names: Sequence[str]) -
 
 
 def event_traceparent(event: BaseCloudEvent) -> str | None:
-    """The event's `traceparent` extension attribute, if it is a string."""
+    """The event's `traceparent`: CloudEvents' distributed tracing extension, or else the request's
+    `Traceparent` header as KServe v0.20.0's payload logger carries it. That logger sends no trace
+    context of its own (pkg/logger/worker.go); with `logger.metadataHeaders: [Traceparent]` (the
+    kserve_income role sets it when tracing is on) it copies the header into its `metadata`
+    extension, a JSON object of header name -> values."""
     value = event.get_extension(tracing.TRACEPARENT)
-    return value if isinstance(value, str) else None
+    if isinstance(value, str):
+        return value
+    metadata = event.get_extension("metadata")
+    if not isinstance(metadata, str):
+        return None
+    try:
+        headers = json.loads(metadata)
+    except ValueError:
+        return None  # the metadata is the logger's, not ours to refuse: no trace id then
+    if not isinstance(headers, dict):
+        return None
+    for name, values in headers.items():
+        if str(name).lower() == tracing.TRACEPARENT and isinstance(values, list) and values:
+            return values[0] if isinstance(values[0], str) else None
+    return None
 
 
 def translate_event(event: BaseCloudEvent, taps: PipelineTaps | None = None) -> StoreWrite:
