@@ -43,6 +43,7 @@ from income_bundle.errors import BundleError
 from income_bundle.paths import project_root
 from income_bundle.process import ServerProcess, http_ok
 from income_bundle.settings_cli import CommandSettings, parse_settings
+from income_bundle_dev.caches import cache_dir
 
 __all__ = [
     "JAEGER_VERSION",
@@ -67,10 +68,7 @@ class JaegerError(BundleError):
 
 
 def _cache_root() -> Path:
-    if configured := os.environ.get(CACHE_ENV):
-        return Path(configured)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "income-bundle" / f"jaeger-{JAEGER_VERSION}"
+    return cache_dir(f"jaeger-{JAEGER_VERSION}", CACHE_ENV)
 
 
 def binary_path() -> Path:

@@ -42,6 +42,7 @@ from income_bundle.errors import BundleError
 from income_bundle.paths import project_root
 from income_bundle.process import ServerProcess
 from income_bundle.settings_cli import CommandSettings, parse_settings
+from income_bundle_dev.caches import cache_dir
 
 __all__ = [
     "BINARIES",
@@ -90,10 +91,7 @@ class SimClusterError(BundleError):
 
 
 def _cache_root() -> Path:
-    if configured := os.environ.get(CACHE_ENV):
-        return Path(configured)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "income-bundle" / "sim-cluster"
+    return cache_dir("sim-cluster", CACHE_ENV)
 
 
 def binary_dir() -> Path:
